@@ -1,5 +1,4 @@
-"""
-Exceptions raised by airflow-webhook-provider.
+"""Exceptions raised by airflow-webhook-provider.
 
 Every error the package raises derives from :class:`FlowWebhookError`, so callers can
 catch the whole family with one ``except``::
@@ -38,8 +37,7 @@ class FlowWebhookError(Exception):
 
 
 class InvalidWebhookDefinition(FlowWebhookError, ValueError):
-    """
-    A flow webhook definition is invalid.
+    """A flow webhook definition is invalid.
 
     :param message: what is wrong and how to fix it.
     :param webhook: the name of the webhook, when known.
@@ -53,8 +51,7 @@ class InvalidWebhookDefinition(FlowWebhookError, ValueError):
 
 
 class InvalidConnection(FlowWebhookError, ValueError):
-    """
-    An Airflow connection used by the provider is misconfigured.
+    """An Airflow connection used by the provider is misconfigured.
 
     :param message: what is wrong and how to fix it.
     :param conn_id: the connection id.
@@ -68,8 +65,7 @@ class InvalidConnection(FlowWebhookError, ValueError):
 
 
 class TemplateError(FlowWebhookError, ValueError):
-    """
-    A template (body or query value) uses a reference that does not exist or is malformed.
+    """A template (body or query value) uses a reference that does not exist or is malformed.
 
     :param message: what is wrong and how to fix it.
     :param position: the 0-based character offset in the template, when known.
@@ -85,8 +81,7 @@ class InvalidSignature(FlowWebhookError, ValueError):
 
 
 class JobGroupsError(FlowWebhookError):
-    """
-    The jobGroups API refused or failed a request.
+    """The jobGroups API refused or failed a request.
 
     :param message: what failed and what to do.
     :param status_code: the HTTP status code, when a response was received.

@@ -1,0 +1,477 @@
+"""Build, sign and send flow webhook messages.
+
+Building is pure: :func:`build_message` turns an endpoint, a definition and an event
+into the exact request. Sending belongs to one owner of the HTTP session,
+:class:`WebhookSender`, which signs every attempt afresh, retries with backoff inside a
+time budget, and returns a :class:`DeliveryResult` instead of raising when the receiver
+fails. This module imports nothing from Airflow.
+
+Usage::
+
+    endpoint = Endpoint(url="https://hooks.example.com/notify", secret="mySecret")
+    message = build_message(endpoint, webhook, event)
+    result = shared_sender().send(endpoint, message)
+    if not result.delivered:
+        ...
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow_webhook_provider import __version__
+from airflow_webhook_provider.exceptions import InvalidWebhookDefinition, TemplateError
+from airflow_webhook_provider.models import METHODS_WITH_BODY
+from airflow_webhook_provider.signing import SIGNATURE_HEADER, payload_for, sign
+from airflow_webhook_provider.templating import (
+    REFERENCES,
+    Template,
+    check_json_template,
+    parse_template,
+    render_mode_for,
+)
+
+if TYPE_CHECKING:
+    from airflow_webhook_provider.models import FlowWebhook, JobEvent
+
+__all__ = [
+    "DELIVERY_ID_HEADER",
+    "Attempt",
+    "DeliveryResult",
+    "Endpoint",
+    "OutgoingMessage",
+    "RetryPolicy",
+    "WebhookSender",
+    "build_message",
+    "shared_sender",
+]
+
+log = logging.getLogger(__name__)
+
+DELIVERY_ID_HEADER = "X-Webhook-Id"
+USER_AGENT = f"airflow-webhook-provider/{__version__}"
+#: Most bytes read from a response; the rest is never downloaded.
+MAX_RESPONSE_BYTES = 64 * 1024
+#: Most characters of a response kept in a result.
+RESPONSE_EXCERPT_CHARS = 4096
+_LOG_EXCERPT_CHARS = 200
+#: Concurrent connections kept per receiver host; matches the most webhooks one event can fan out to.
+POOL_SIZE = 50
+
+#: The body sent when a definition has none: every reference, as one JSON object.
+DEFAULT_BODY_TEMPLATE = "{" + ", ".join(f'"{name}": "${name}"' for name in REFERENCES) + "}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to send: the transport settings of one receiver.
+
+    :param url: the full http(s) URL.
+    :param method: the default HTTP method when a definition does not set one.
+    :param headers: headers sent with every message (definition headers override them).
+    :param secret: the key that signs each request; no signature header without it.
+    :param validate_ssl: verify the receiver's TLS certificate.
+    :param ca_bundle: a CA bundle file to verify against instead of the system store.
+    :param retry_on_failure: retry non-2xx answers, connection errors and timeouts.
+    :param timeout: the per-request timeout in seconds.
+    :param name: what logs call the endpoint (a connection id, or "url").
+    """
+
+    url: str
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    secret: str | None = field(default=None, repr=False)
+    validate_ssl: bool = True
+    ca_bundle: str | None = None
+    retry_on_failure: bool = True
+    timeout: float = 30.0
+    name: str = "url"
+
+    @property
+    def verify(self) -> bool | str:
+        """The ``verify`` argument for requests."""
+        if not self.validate_ssl:
+            return False
+        return self.ca_bundle or True
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try inline before leaving a message to redelivery.
+
+    :param max_attempts: most attempts, the first included.
+    :param backoff_seconds: the first wait; each later wait doubles, with jitter.
+    :param max_backoff_seconds: the longest single wait.
+    :param budget_seconds: the most time all attempts and waits may take together.
+    """
+
+    max_attempts: int = 5
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 30.0
+    budget_seconds: float = 40.0
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Return the wait after ``attempt`` (1-based): exponential, with jitter in [50 %, 100 %]."""
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        return ceiling * (rng or random).uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One message, ready to sign and send; identical on every attempt.
+
+    :param delivery_id: the stable id sent as ``X-Webhook-Id``.
+    :param webhook_name: the definition's name (for logs).
+    :param method: the HTTP method.
+    :param url: the URL, query included.
+    :param headers: the headers, without signature and delivery id.
+    :param body: the exact body bytes, or None.
+    """
+
+    delivery_id: str
+    webhook_name: str
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at sending a message.
+
+    :param number: 1 for the first attempt.
+    :param started_at: UNIX time in seconds.
+    :param duration_seconds: how long the attempt took.
+    :param status_code: the HTTP status, or None when no response came.
+    :param error: the error class and a short message, or None after a response.
+    :param response_excerpt: the start of the response body.
+    """
+
+    number: int
+    started_at: float
+    duration_seconds: float
+    status_code: int | None
+    error: str | None = None
+    response_excerpt: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        """True for a 2xx answer."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What happened to one message.
+
+    :param delivery_id: the message's delivery id.
+    :param webhook_name: the definition's name.
+    :param delivered: True when the receiver answered 2xx.
+    :param attempts: every attempt, in order.
+    :param duration_seconds: the time from the first attempt to the end, waits included.
+    :param retry_after_seconds: the receiver's last ``Retry-After``, if any.
+    """
+
+    delivery_id: str
+    webhook_name: str
+    delivered: bool
+    attempts: tuple[Attempt, ...]
+    duration_seconds: float
+    retry_after_seconds: float | None = None
+
+    @property
+    def status_code(self) -> int | None:
+        """The HTTP status of the last attempt."""
+        return self.attempts[-1].status_code if self.attempts else None
+
+    @property
+    def error(self) -> str | None:
+        """The last attempt's error, or its HTTP status when it was not 2xx."""
+        if not self.attempts or self.delivered:
+            return None
+        last = self.attempts[-1]
+        return last.error or f"HTTP {last.status_code}"
+
+    def summary(self) -> str:
+        """One line for logs and the Test button."""
+        outcome = "delivered" if self.delivered else "not delivered"
+        last = f"HTTP {self.status_code}" if self.status_code is not None else (self.error or "no attempt")
+        return f"{outcome}: {last} after {len(self.attempts)} attempt(s) in {self.duration_seconds:.2f} s"
+
+
+def _merge_headers(*layers: Mapping[str, str]) -> dict[str, str]:
+    merged: dict[str, tuple[str, str]] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name.lower()] = (name, value)
+    return dict(merged.values())
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    lowered = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == lowered), None)
+
+
+def _with_query(url: str, params: Mapping[str, str]) -> str:
+    if not params:
+        return url
+    parts = urlsplit(url)
+    extra = urlencode(list(params.items()))
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit(parts._replace(query=query))
+
+
+def build_message(
+    endpoint: Endpoint,
+    webhook: FlowWebhook | None,
+    event: JobEvent,
+    *,
+    delivery_id: str | None = None,
+) -> OutgoingMessage:
+    """Build the exact request for one event.
+
+    Without a definition (the Test button), or with a definition without a body, the body
+    is a JSON object holding every reference.
+
+    :param endpoint: the receiver.
+    :param webhook: the definition, or None for a test message.
+    :param event: what happened.
+    :param delivery_id: the delivery id; a new UUID when omitted.
+    :return: the message, the same on every attempt.
+    :raises InvalidWebhookDefinition: when the definition and the connection disagree
+        (a body with a GET/DELETE connection method, a JSON Content-Type on a non-JSON body).
+    """
+    delivery_id = delivery_id or str(uuid.uuid4())
+    name = webhook.name if webhook is not None else "test"
+    method = ((webhook.method if webhook is not None else None) or endpoint.method or "POST").upper()
+    headers = _merge_headers(
+        {"User-Agent": USER_AGENT}, endpoint.headers, webhook.headers if webhook is not None else {}
+    )
+    values = event.references(webhook_name=name, delivery_id=delivery_id)
+    template = webhook.body_template if webhook is not None else None
+
+    body: bytes | None = None
+    if method in METHODS_WITH_BODY:
+        if template is None:
+            template = _default_body_template()
+        content_type = _header(headers, "Content-Type")
+        if content_type is None:
+            content_type = _infer_content_type(template)
+            headers["Content-Type"] = content_type
+        mode = render_mode_for(content_type)
+        if mode == "json" and template.source != DEFAULT_BODY_TEMPLATE:
+            try:
+                check_json_template(template)
+            except TemplateError as exc:
+                raise InvalidWebhookDefinition(
+                    f"flow webhook {name!r}: field 'body': {exc} (Content-Type {content_type!r} comes from "
+                    f"connection {endpoint.name!r})",
+                    webhook=name,
+                    field="body",
+                ) from None
+        body = template.render(values, mode=mode).encode("utf-8")
+    elif webhook is not None and webhook.body is not None:
+        raise InvalidWebhookDefinition(
+            f"flow webhook {name!r}: field 'body': connection {endpoint.name!r} sends {method}, which "
+            'carries no body; set method="POST" on the webhook or remove its body',
+            webhook=name,
+            field="body",
+        )
+
+    query = {
+        key: template_.render(values, mode="text")
+        for key, template_ in (webhook.query_templates.items() if webhook is not None else ())
+    }
+    return OutgoingMessage(
+        delivery_id=delivery_id,
+        webhook_name=name,
+        method=method,
+        url=_with_query(endpoint.url, query),
+        headers=headers,
+        body=body,
+    )
+
+
+@functools.cache
+def _default_body_template() -> Template:
+    return parse_template(DEFAULT_BODY_TEMPLATE)
+
+
+def _infer_content_type(template: Template) -> str:
+    try:
+        check_json_template(template)
+    except TemplateError:
+        return "text/plain; charset=utf-8"
+    return "application/json"
+
+
+def _retry_after_seconds(value: str | None, *, now: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _describe_error(exc: BaseException) -> str:
+    # Exception texts from urllib3 can be long and repeat the URL; the class says most.
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
+class WebhookSender:
+    """Send messages through one pooled ``requests.Session``, signing every attempt.
+
+    Usage::
+
+        sender = WebhookSender()
+        result = sender.send(endpoint, message, RetryPolicy(max_attempts=3))
+
+    :param session: the session to use; a pooled one is made when omitted.
+    :param sleep: how to wait between attempts (tests may pass a fake).
+    :param clock: a monotonic clock.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.session = session or _pooled_session()
+        self._sleep = sleep
+        self._clock = clock
+
+    def send(
+        self, endpoint: Endpoint, message: OutgoingMessage, policy: RetryPolicy | None = None
+    ) -> DeliveryResult:
+        """Send a message, retrying as the endpoint and policy allow.
+
+        :param endpoint: the receiver's transport settings.
+        :param message: the message.
+        :param policy: retry limits; defaults to :class:`RetryPolicy`.
+        :return: the outcome; receiver failures never raise.
+        """
+        policy = policy or RetryPolicy()
+        max_attempts = max(1, policy.max_attempts) if endpoint.retry_on_failure else 1
+        start = self._clock()
+        attempts: list[Attempt] = []
+        retry_after: float | None = None
+        for number in range(1, max_attempts + 1):
+            remaining = policy.budget_seconds - (self._clock() - start)
+            attempt, retry_after = self._attempt(
+                endpoint, message, number, timeout=min(endpoint.timeout, remaining)
+            )
+            attempts.append(attempt)
+            if attempt.succeeded or number == max_attempts:
+                break
+            wait = max(policy.backoff(number), retry_after or 0.0)
+            if (self._clock() - start) + wait >= policy.budget_seconds:
+                break
+            self._sleep(wait)
+        result = DeliveryResult(
+            delivery_id=message.delivery_id,
+            webhook_name=message.webhook_name,
+            delivered=attempts[-1].succeeded,
+            attempts=tuple(attempts),
+            duration_seconds=self._clock() - start,
+            retry_after_seconds=retry_after,
+        )
+        level = logging.INFO if result.delivered else logging.WARNING
+        log.log(
+            level,
+            "Flow webhook %s (delivery %s) to %s %s",
+            message.webhook_name,
+            message.delivery_id,
+            endpoint.name,
+            result.summary(),
+        )
+        if not result.delivered and attempts[-1].response_excerpt:
+            log.warning("Last response began: %s", attempts[-1].response_excerpt[:_LOG_EXCERPT_CHARS])
+        return result
+
+    def _attempt(
+        self, endpoint: Endpoint, message: OutgoingMessage, number: int, *, timeout: float
+    ) -> tuple[Attempt, float | None]:
+        started_at = time.time()
+        began = self._clock()
+        request = requests.Request(
+            message.method, message.url, headers=dict(message.headers), data=message.body
+        )
+        prepared = self.session.prepare_request(request)
+        prepared.headers[DELIVERY_ID_HEADER] = message.delivery_id
+        if endpoint.secret:
+            payload = payload_for(
+                message.method,
+                body=prepared.body if isinstance(prepared.body, bytes) else None,
+                url=prepared.url or message.url,
+            )
+            prepared.headers[SIGNATURE_HEADER] = sign(endpoint.secret, payload)
+        settings = self.session.merge_environment_settings(prepared.url, {}, True, endpoint.verify, None)
+        try:
+            response = self.session.send(
+                prepared,
+                timeout=max(timeout, 0.001),
+                allow_redirects=False,
+                verify=settings["verify"],
+                proxies=settings["proxies"],
+                cert=settings["cert"],
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            return (
+                Attempt(number, started_at, self._clock() - began, None, error=_describe_error(exc)),
+                None,
+            )
+        try:
+            raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
+        except Exception as exc:  # a receiver that answers and then breaks the stream
+            raw = b""
+            log.debug("Reading the response failed: %s", _describe_error(exc))
+        finally:
+            response.close()
+        excerpt = raw[:RESPONSE_EXCERPT_CHARS].decode("utf-8", errors="replace")
+        retry_after = _retry_after_seconds(response.headers.get("Retry-After"), now=time.time())
+        attempt = Attempt(number, started_at, self._clock() - began, response.status_code, None, excerpt)
+        return attempt, retry_after
+
+
+def _pooled_session() -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=POOL_SIZE, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+_shared: WebhookSender | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_sender() -> WebhookSender:
+    """Return the process-wide sender, so every webhook reuses one connection pool."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = WebhookSender()
+        return _shared

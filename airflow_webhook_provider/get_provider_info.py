@@ -1,0 +1,152 @@
+"""Provider registration read by Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider metadata: connection types, hooks, notifiers, operators, triggers, config."""
+    return {
+        "package-name": "airflow-webhook-provider",
+        "name": "Flow Webhook",
+        "description": "Signed flow webhooks fired when a DAG run or an output task succeeds or fails, "
+        "and an operator that chains the next job through a jobGroups API.",
+        "versions": ["0.1.0"],
+        "integrations": [
+            {
+                "integration-name": "Flow Webhook",
+                "external-doc-url": "https://pypi.org/project/airflow-webhook-provider/",
+                "tags": ["protocol"],
+            },
+        ],
+        "hooks": [
+            {
+                "integration-name": "Flow Webhook",
+                "python-modules": [
+                    "airflow_webhook_provider.hooks.flow_webhook",
+                    "airflow_webhook_provider.hooks.job_groups",
+                ],
+            },
+        ],
+        "operators": [
+            {
+                "integration-name": "Flow Webhook",
+                "python-modules": ["airflow_webhook_provider.operators.flow_webhook"],
+            },
+        ],
+        "triggers": [
+            {
+                "integration-name": "Flow Webhook",
+                "python-modules": ["airflow_webhook_provider.triggers.job_group"],
+            },
+        ],
+        "notifications": ["airflow_webhook_provider.notifications.flow_webhook.FlowWebhookNotifier"],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_webhook_provider.hooks.flow_webhook.FlowWebhookHook",
+                "hook-name": "Flow Webhook",
+                "connection-type": "flow_webhook",
+                "conn-fields": {
+                    "method": {
+                        "label": "Method",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "default": "POST",
+                            "enum": ["POST", "PUT", "PATCH", "GET", "DELETE"],
+                        },
+                        "description": "HTTP method. A body is sent only with POST, PUT or PATCH.",
+                    },
+                    "headers": {
+                        "label": "Headers",
+                        "schema": {"type": ["string", "null"]},
+                        "description": 'JSON object of HTTP headers, e.g. {"Content-Type": "application/json", '
+                        '"Authorization": "Bearer <token>"}. Values are never logged.',
+                    },
+                    "validate_ssl": {
+                        "label": "Validate SSL certificate",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                        "description": "Verify the receiver's HTTPS certificate. Turn off only for a "
+                        "receiver with an expired or self-signed certificate.",
+                    },
+                    "retry_on_failure": {
+                        "label": "Retry on failure",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                        "description": "Retry when the receiver answers outside 200-299, "
+                        "refuses the connection or times out.",
+                    },
+                    "timeout": {
+                        "label": "Timeout seconds",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                        "description": "Per-request timeout in seconds.",
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"host": "URL", "password": "Secret key"},
+                    "placeholders": {
+                        "host": "https://hooks.example.com/flows/notify",
+                        "password": "optional: signs each request (X-Webhook-Signature)",
+                    },
+                },
+            },
+            {
+                "hook-class-name": "airflow_webhook_provider.hooks.job_groups.JobGroupsHook",
+                "hook-name": "Job Groups API",
+                "connection-type": "job_groups",
+                "conn-fields": {
+                    "validate_ssl": {
+                        "label": "Validate SSL certificate",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "timeout": {
+                        "label": "Timeout seconds",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"host": "Base URL", "password": "Access token"},
+                    "placeholders": {"host": "http://www.example.com:3005"},
+                },
+            },
+        ],
+        "config": {
+            "flow_webhook": {
+                "description": "Flow webhook delivery settings.",
+                "options": {
+                    "max_webhooks_per_flow": {
+                        "description": "Largest number of flow webhooks one DAG may define; more is a "
+                        "DAG import error.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": None,
+                        "default": "50",
+                    },
+                    "retry_budget_seconds": {
+                        "description": "Total time one delivery may spend on inline attempts, "
+                        "including backoff waits.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": None,
+                        "default": "40",
+                    },
+                    "retry_max_attempts": {
+                        "description": "Largest number of inline attempts for one delivery when "
+                        "retry on failure is on.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": None,
+                        "default": "5",
+                    },
+                    "retry_backoff_seconds": {
+                        "description": "First backoff wait; each later wait doubles, with jitter.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": None,
+                        "default": "1",
+                    },
+                },
+            },
+        },
+    }
