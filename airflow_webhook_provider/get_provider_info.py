@@ -69,6 +69,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Verify the receiver's HTTPS certificate. Turn off only for a "
                         "receiver with an expired or self-signed certificate.",
                     },
+                    "ca_bundle": {
+                        "label": "CA bundle path",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Optional path to a PEM CA bundle to verify the receiver against, "
+                        "instead of the system's trusted CAs.",
+                    },
                     "retry_on_failure": {
                         "label": "Retry on failure",
                         "schema": {"type": ["boolean", "null"], "default": True},

@@ -85,13 +85,13 @@ def _as_headers(conn_id: str, value: Any) -> dict[str, str]:
     for name, header_value in value.items():
         if not isinstance(header_value, str):
             raise InvalidConnection(
-                f"connection {conn_id!r}: header {name!r} must have a string value",
+                f"connection {conn_id!r}: extra 'headers': header {name!r} must have a string value",
                 conn_id=conn_id,
                 field="headers",
             )
         if any(c in header_value or c in str(name) for c in "\r\n\x00"):
             raise InvalidConnection(
-                f"connection {conn_id!r}: header {name!r} has a CR, LF or NUL character; remove it",
+                f"connection {conn_id!r}: extra 'headers': header {name!r} has a CR, LF or NUL character; remove it",
                 conn_id=conn_id,
                 field="headers",
             )
