@@ -157,7 +157,7 @@ class FlowWebhook(_Definition):
     :param query: query parameters appended to the URL; values are templates.
     """
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(max_length=200)
     conn_id: str | None = Field(default=None, min_length=1, max_length=250)
     url: str | None = Field(default=None, max_length=2048)
     on: Trigger = "any"
@@ -174,7 +174,12 @@ class FlowWebhook(_Definition):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _definition_error(exc, data) from None
+            error = _definition_error(exc, data)
+        else:
+            return
+        # Raised outside the except block so that the pydantic error, whose text holds
+        # the input (a refused secret included), is not even kept as __context__.
+        raise error
 
     @model_validator(mode="before")
     @classmethod

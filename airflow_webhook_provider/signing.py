@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 
 from airflow_webhook_provider.exceptions import InvalidSignature
@@ -31,6 +32,7 @@ __all__ = [
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def _as_bytes(value: bytes | str) -> bytes:
@@ -86,10 +88,12 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
         if key == "t":
             if timestamp is not None:
                 raise InvalidSignature("malformed signature header: more than one t= timestamp")
-            if not value.isdigit() or len(value) > 16:
+            if not (value.isascii() and value.isdigit()) or len(value) > 16:
                 raise InvalidSignature("malformed signature header: t= must be UNIX time in milliseconds")
             timestamp = int(value)
         elif key == "sha256":
+            if not _HEX_SHA256.fullmatch(value):
+                raise InvalidSignature("malformed signature header: sha256= must be 64 hex digits")
             signatures.append(value.lower())
     if timestamp is None:
         raise InvalidSignature("malformed signature header: no t= timestamp")

@@ -67,6 +67,8 @@ class Template:
 
     source: str
     segments: tuple[str | _Reference, ...]
+    #: Where each segment starts in ``source``, to point errors at what the author wrote.
+    origins: tuple[int, ...]
 
     @property
     def references(self) -> frozenset[str]:
@@ -88,6 +90,22 @@ class Template:
             else:
                 parts.append(_escape(values[segment.name], mode, in_json_string=segment.in_json_string))
         return "".join(parts)
+
+    def source_position(self, rendered_position: int, values: Mapping[str, str], *, mode: RenderMode) -> int:
+        """Map an offset in the rendered text back to the template text it came from."""
+        offset = 0
+        for segment, origin in zip(self.segments, self.origins, strict=True):
+            if isinstance(segment, str):
+                size = len(segment)
+                # A lone "$" segment is a "$$", which renders one character from two.
+                inside = 0 if segment == "$" else rendered_position - offset
+            else:
+                size = len(_escape(values[segment.name], mode, in_json_string=segment.in_json_string))
+                inside = 0
+            if rendered_position < offset + size:
+                return origin + inside
+            offset += size
+        return len(self.source)
 
 
 def _escape(value: str, mode: RenderMode, *, in_json_string: bool) -> str:
@@ -133,15 +151,21 @@ def parse_template(source: str) -> Template:
     :raises TemplateError: for an unknown reference or a ``$`` that starts no reference.
     """
     segments: list[str | _Reference] = []
-    literal: list[str] = []
+    origins: list[int] = []
+    literal_start = 0
     in_string = False
     escaped = False
     i = 0
     length = len(source)
+
+    def flush(end: int) -> None:
+        if end > literal_start:
+            segments.append(source[literal_start:end])
+            origins.append(literal_start)
+
     while i < length:
         char = source[i]
         if char != "$":
-            literal.append(char)
             # Track JSON string state so that references know where they land.
             if escaped:
                 escaped = False
@@ -151,9 +175,12 @@ def parse_template(source: str) -> Template:
                 in_string = not in_string
             i += 1
             continue
+        flush(i)
         if i + 1 < length and source[i + 1] == "$":
-            literal.append("$")
+            segments.append("$")
+            origins.append(i)
             i += 2
+            literal_start = i
             continue
         if i + 1 < length and source[i + 1] == "{":
             end = source.find("}", i + 2)
@@ -171,15 +198,12 @@ def parse_template(source: str) -> Template:
             next_index = match.end()
         if name not in _KNOWN:
             raise _unknown(name, i)
-        if literal:
-            segments.append("".join(literal))
-            literal = []
         segments.append(_Reference(name, in_json_string=in_string))
+        origins.append(i)
         escaped = False
-        i = next_index
-    if literal:
-        segments.append("".join(literal))
-    return Template(source=source, segments=tuple(segments))
+        i = literal_start = next_index
+    flush(length)
+    return Template(source=source, segments=tuple(segments), origins=tuple(origins))
 
 
 def render_mode_for(content_type: str | None) -> RenderMode:
@@ -205,11 +229,16 @@ def check_json_template(template: Template) -> None:
     :param template: a parsed template meant for a JSON body.
     :raises TemplateError: when the body is not valid JSON, with the line and column.
     """
-    sample = template.render(dict.fromkeys(template.references, "x"), mode="json")
+    values = dict.fromkeys(template.references, "x")
+    sample = template.render(values, mode="json")
     try:
         json.loads(sample)
     except json.JSONDecodeError as exc:
+        position = template.source_position(exc.pos, values, mode="json")
+        line = template.source.count("\n", 0, position) + 1
+        column = position - (template.source.rfind("\n", 0, position) + 1) + 1
         raise TemplateError(
-            f"the body is sent as JSON but is not valid JSON: {exc.msg} at line {exc.lineno} "
-            f"column {exc.colno}; fix the JSON, or set a non-JSON Content-Type header"
+            f"the body is sent as JSON but is not valid JSON: {exc.msg} at line {line} column {column}; "
+            "fix the JSON, or set a non-JSON Content-Type header",
+            position=position,
         ) from None
