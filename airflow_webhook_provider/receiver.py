@@ -56,10 +56,10 @@ class ReceivedRequest:
     :param url: the full URL, rebuilt from the Host header and target.
     :param headers: the headers (names as sent).
     :param body: the exact body bytes.
-    :param received_at: UNIX time in seconds.
+    :param received_at: UNIX time in seconds when the request had arrived (before any scripted delay).
     :param signature_valid: whether the signature verified, or None when no secret was set.
     :param signature_error: why it did not verify.
-    :param status: the status the receiver answered (None after a reset).
+    :param status: the status the receiver answers, perhaps after the client gave up (None for a reset).
     """
 
     method: str
@@ -188,8 +188,6 @@ class RecordingReceiver:
                 url = f"http://{self.headers.get('Host', f'127.0.0.1:{receiver.port}')}{self.path}"
                 valid, error = receiver._verify(self.command, url, body, self.headers.get(SIGNATURE_HEADER))
                 reply = receiver._next_reply()
-                if reply.delay_seconds:
-                    time.sleep(reply.delay_seconds)
                 receiver._record(
                     ReceivedRequest(
                         method=self.command,
@@ -203,6 +201,8 @@ class RecordingReceiver:
                         status=None if reply.reset else reply.status,
                     )
                 )
+                if reply.delay_seconds:
+                    time.sleep(reply.delay_seconds)
                 if reply.reset:
                     # SO_LINGER 0 makes close() send RST: the client sees a reset, not an answer.
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -1,0 +1,137 @@
+"""A notifier for attaching one flow webhook by hand, at DAG or task level."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseNotifier
+
+from airflow_webhook_provider.callbacks import dispatch, job_url, logical_date_of, state_name
+from airflow_webhook_provider.exceptions import InvalidWebhookDefinition, TemplateError
+from airflow_webhook_provider.models import FlowWebhook, JobEvent
+from airflow_webhook_provider.templating import parse_template
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.context import Context
+
+    from airflow_webhook_provider.delivery import DeliveryResult, RetryPolicy
+
+__all__ = ["FlowWebhookNotifier"]
+
+log = logging.getLogger(__name__)
+
+_JINJA_MARKERS = ("{{", "{%")
+
+
+class FlowWebhookNotifier(BaseNotifier):
+    """Send one flow webhook from a DAG-level or task-level callback.
+
+    Use :class:`~airflow_webhook_provider.models.FlowWebhooks` to attach many webhooks with
+    trigger rules; use this notifier to attach one where you choose::
+
+        DAG(..., on_failure_callback=FlowWebhookNotifier(
+            name="page-on-call",
+            conn_id="pager",
+            body='{"text": "Job $jobId of {{ dag.dag_id }} ended: $jobStatus"}',
+        ))
+
+    Jinja (``{{ ... }}``) renders first, then ``$references``. A failing receiver is logged
+    and never fails the task or run.
+
+    :param name: the webhook's name, shown in logs.
+    :param conn_id: a ``flow_webhook`` connection (signed); or give ``url``.
+    :param url: a plain http(s) URL (unsigned). (templated)
+    :param on: ``"success"``, ``"failure"`` or ``"any"`` (default): which ends send.
+    :param method: the HTTP method; the connection's, else POST, when omitted.
+    :param headers: extra headers, over the connection's. (templated)
+    :param body: the body template. (templated)
+    :param query: query parameters; values are templates. (templated)
+    :param retry_policy: inline retry limits; from ``[flow_webhook]`` config when omitted.
+    """
+
+    template_fields = ("url", "headers", "body", "query")
+
+    def __init__(
+        self,
+        *,
+        name: str = "flow-webhook",
+        conn_id: str | None = None,
+        url: str | None = None,
+        on: str = "any",
+        method: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+        query: dict[str, str] | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.conn_id = conn_id
+        self.url = url
+        self.on = on
+        self.method = method
+        self.headers = headers or {}
+        self.body = body
+        self.query = query or {}
+        self.retry_policy = retry_policy
+        self.last_results: list[DeliveryResult] = []
+        self._check_definition()
+
+    def _definition(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "conn_id": self.conn_id,
+            "url": self.url,
+            "on": self.on,
+            "method": self.method,
+            "headers": self.headers,
+            "body": self.body,
+            "query": self.query,
+        }
+
+    def _check_definition(self) -> None:
+        """Validate at parse time whatever Jinja does not change."""
+        definition = self._definition()
+        if any(marker in (self.body or "") for marker in _JINJA_MARKERS):
+            # The JSON check must wait for Jinja; the $references can be checked now.
+            try:
+                parse_template(self.body or "")
+            except TemplateError as exc:
+                raise InvalidWebhookDefinition(
+                    f"flow webhook {self.name!r}: field 'body': {exc}", webhook=self.name, field="body"
+                ) from None
+            definition["body"] = "-"
+        if any(marker in (self.url or "") for marker in _JINJA_MARKERS):
+            definition["url"] = "http://rendered.later/"
+        FlowWebhook(**definition)
+
+    def notify(self, context: Context) -> None:
+        """Send the webhook if the state that called it matches ``on``."""
+        self.last_results = []
+        try:
+            webhook = FlowWebhook(**self._definition())
+            if "reason" in context:  # DAG-level callbacks carry the reason the run ended
+                state = "success" if context["reason"] == "success" else "failed"
+                output_name = ""
+            else:
+                state = state_name(context["ti"].state)
+                output_name = context["ti"].task_id
+            if not webhook.fires_on(state):
+                log.info(
+                    "Flow webhook %s skipped: state %s does not match on=%s", webhook.name, state, webhook.on
+                )
+                return
+            dag_id = context["dag"].dag_id
+            run_id = str(context["run_id"])
+            event = JobEvent(
+                flow_id=dag_id,
+                job_id=run_id,
+                job_status=state,
+                output_name=output_name,
+                logical_date=logical_date_of(context),
+                job_url=job_url(dag_id, run_id),
+            )
+            self.last_results = dispatch([(webhook, event)], retry_policy=self.retry_policy)
+        except Exception as exc:
+            log.error("Flow webhook %s was not sent: %s: %s", self.name, type(exc).__name__, exc)
