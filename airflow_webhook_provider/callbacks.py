@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 
 #: Most messages sent at once for one event.
 MAX_CONCURRENCY = 50
+_TASK_CALLBACKS: tuple[tuple[Event, str], ...] = (
+    ("success", "on_success_callback"),
+    ("failure", "on_failure_callback"),
+)
 
 
 class WebhookRegistry:
@@ -157,7 +161,7 @@ def attach_webhooks(dag: DAG, webhooks: Sequence[FlowWebhook]) -> None:
             _install_dag_callback(dag, RunEndCallback(registry, event))
     for task_id in sorted({t for w in registry.output_webhooks() for t in w.outputs or ()}):
         task = dag.task_dict[task_id]
-        for event, attribute in (("success", "on_success_callback"), ("failure", "on_failure_callback")):
+        for event, attribute in _TASK_CALLBACKS:
             existing = _as_list(getattr(task, attribute))
             if not any(isinstance(c, OutputEndCallback) and c.event == event for c in existing):
                 setattr(task, attribute, [*existing, OutputEndCallback(registry, event)])

@@ -125,7 +125,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Return the wait after ``attempt`` (1-based): exponential, with jitter in [50 %, 100 %]."""
-        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** (attempt - 1))
         return ceiling * (rng or random).uniform(0.5, 1.0)
 
 

@@ -378,7 +378,7 @@ def max_webhooks_per_flow() -> int:
         from airflow.sdk.configuration import conf
     except ImportError:  # used outside Airflow, e.g. by a receiver validating a file
         return DEFAULT_MAX_WEBHOOKS_PER_FLOW
-    return conf.getint("flow_webhook", "max_webhooks_per_flow", fallback=DEFAULT_MAX_WEBHOOKS_PER_FLOW)
+    return int(conf.getint("flow_webhook", "max_webhooks_per_flow", fallback=DEFAULT_MAX_WEBHOOKS_PER_FLOW))
 
 
 class FlowWebhooks:
