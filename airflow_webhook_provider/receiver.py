@@ -95,6 +95,9 @@ class RecordingReceiver:
         self.secret = secret
         self.default = default or Reply()
         self.requests: list[ReceivedRequest] = []
+        #: The most requests that were being handled at the same moment.
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._script: list[Reply] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
@@ -157,6 +160,15 @@ class RecordingReceiver:
         with self._lock:
             return self._script.pop(0) if self._script else self.default
 
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
     def _record(self, request: ReceivedRequest) -> None:
         with self._arrived:
             self.requests.append(request)
@@ -183,6 +195,13 @@ class RecordingReceiver:
                 return
 
             def _handle(self) -> None:
+                receiver._enter()
+                try:
+                    self._answer()
+                finally:
+                    receiver._leave()
+
+            def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 url = f"http://{self.headers.get('Host', f'127.0.0.1:{receiver.port}')}{self.path}"

@@ -13,6 +13,7 @@ from airflow_webhook_provider.models import FlowWebhook, JobEvent
 from airflow_webhook_provider.templating import parse_template
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk.definitions.context import Context
 
     from airflow_webhook_provider.delivery import DeliveryResult, RetryPolicy
@@ -101,10 +102,18 @@ class FlowWebhookNotifier(BaseNotifier):
                 raise InvalidWebhookDefinition(
                     f"flow webhook {self.name!r}: field 'body': {exc}", webhook=self.name, field="body"
                 ) from None
-            definition["body"] = "-"
+            definition["body"] = "null"  # valid as JSON and as text; keeps the method check
         if any(marker in (self.url or "") for marker in _JINJA_MARKERS):
             definition["url"] = "http://rendered.later/"
         FlowWebhook(**definition)
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        """Render the templated fields; also when the context holds a serialized DAG."""
+        if jinja_env is None and not hasattr(context.get("dag"), "get_template_env"):
+            # Under dag.test() Airflow runs DAG-level callbacks with the serialized DAG,
+            # which has no Jinja environment; a plain sandboxed one renders the same.
+            jinja_env = self.get_template_env()
+        super().render_template_fields(context, jinja_env)
 
     def notify(self, context: Context) -> None:
         """Send the webhook if the state that called it matches ``on``."""
