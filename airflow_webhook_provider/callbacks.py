@@ -35,11 +35,14 @@ from airflow_webhook_provider.models import (
     FlowWebhook,
     JobEvent,
     check_limit,
+    event_for_state,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
     from airflow.sdk.definitions.context import Context
+
+    from airflow_webhook_provider.ledger import Ledger, NewDelivery
 
 __all__ = [
     "OutputEndCallback",
@@ -53,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Most messages sent at once for one event.
 MAX_CONCURRENCY = 50
+#: How much longer than its retry budget an inline sender holds its pending rows.
+LEASE_MARGIN_SECONDS = 10.0
 _TASK_CALLBACKS: tuple[tuple[Event, str], ...] = (
     ("success", "on_success_callback"),
     ("failure", "on_failure_callback"),
@@ -223,41 +228,115 @@ def _default_retry_policy() -> RetryPolicy:
     return retry_policy_from_config()
 
 
+def _new_delivery(webhook: FlowWebhook, event: JobEvent, message: OutgoingMessage) -> NewDelivery:
+    from airflow_webhook_provider.ledger import NewDelivery
+
+    return NewDelivery(
+        id=message.delivery_id,
+        dag_id=event.flow_id,
+        run_id=event.job_id,
+        output_name=event.output_name,
+        webhook=webhook.name,
+        event=event_for_state(event.job_status) or "test",
+        job_status=event.job_status,
+        conn_id=webhook.conn_id,
+        target_url=webhook.url,
+        url=message.url,
+        query=message.query,
+        method=message.method,
+        headers=message.own_headers,
+        body=message.body,
+    )
+
+
+def _open_ledger() -> Ledger | None:
+    from airflow_webhook_provider.ledger import open_ledger
+
+    try:
+        return open_ledger()
+    except Exception as exc:
+        log.error(
+            "The flow webhook ledger cannot be opened (%s: %s); sending without a record",
+            type(exc).__name__,
+            exc,
+        )
+        return None
+
+
 def dispatch(
     planned: Sequence[tuple[FlowWebhook, JobEvent]],
     *,
     retry_policy: RetryPolicy | None = None,
 ) -> list[DeliveryResult]:
-    """Build and send one message per (webhook, event), all at once, and log each outcome.
+    """Record, send and record again one message per (webhook, event), all at once.
 
-    A webhook whose connection is missing or wrong is logged and skipped; nothing raises.
+    Each message is written to the ledger as ``pending`` before its first attempt and
+    its outcome after the last, so what is not delivered now is redelivered later. A
+    webhook whose connection is missing or wrong is logged and skipped; nothing raises.
 
     :param planned: the messages to send.
     :param retry_policy: inline retry limits; from config when omitted.
     :return: the results of the messages that could be built.
     """
     from airflow_webhook_provider.delivery import shared_sender
+    from airflow_webhook_provider.ledger.redelivery import owner_name
 
     if not planned:
         return []
     policy = retry_policy or _default_retry_policy()
     endpoints: dict[str, Endpoint] = {}
-    jobs: list[tuple[Endpoint, OutgoingMessage]] = []
+    jobs: list[tuple[FlowWebhook, JobEvent, Endpoint, OutgoingMessage]] = []
     for webhook, event in planned:
         try:
             endpoint = _endpoint_for(webhook, endpoints)
-            jobs.append((endpoint, build_message(endpoint, webhook, event)))
+            jobs.append((webhook, event, endpoint, build_message(endpoint, webhook, event)))
         except Exception as exc:
             log.error(
                 "Flow webhook %s for %s/%s not sent: %s", webhook.name, event.flow_id, event.job_id, exc
             )
+    if not jobs:
+        return []
+
+    ledger = _open_ledger()
+    if ledger is not None:
+        try:
+            # The lease keeps redelivery away while this process is still trying.
+            ledger.record_pending(
+                [_new_delivery(w, e, m) for w, e, _, m in jobs],
+                owner=owner_name(),
+                lease_seconds=policy.budget_seconds + LEASE_MARGIN_SECONDS,
+            )
+        except Exception as exc:
+            log.error(
+                "Recording flow webhooks as pending failed (%s: %s); sending anyway", type(exc).__name__, exc
+            )
+            ledger = None
+
     sender = shared_sender()
     if len(jobs) == 1:
-        return [sender.send(*jobs[0], policy)]
-    with ThreadPoolExecutor(
-        max_workers=min(MAX_CONCURRENCY, len(jobs)), thread_name_prefix="flow-webhook"
-    ) as pool:
-        return list(pool.map(lambda job: sender.send(job[0], job[1], policy), jobs))
+        results = [sender.send(jobs[0][2], jobs[0][3], policy)]
+    else:
+        with ThreadPoolExecutor(
+            max_workers=min(MAX_CONCURRENCY, len(jobs)), thread_name_prefix="flow-webhook"
+        ) as pool:
+            results = list(pool.map(lambda job: sender.send(job[2], job[3], policy), jobs))
+
+    if ledger is not None:
+        from airflow_webhook_provider.ledger import schedule_from_config
+
+        try:
+            ledger.record_outcomes(
+                [
+                    (result.delivery_id, result, job[2].retry_on_failure)
+                    for job, result in zip(jobs, results, strict=True)
+                ],
+                source="inline",
+                schedule=schedule_from_config(),
+            )
+        except Exception as exc:
+            # The rows stay pending; redelivery sends them again once the lease expires.
+            log.error("Recording flow webhook outcomes failed (%s: %s)", type(exc).__name__, exc)
+    return results
 
 
 class _WebhookCallback:

@@ -139,6 +139,9 @@ class OutgoingMessage:
     :param url: the URL, query included.
     :param headers: the headers, without signature and delivery id.
     :param body: the exact body bytes, or None.
+    :param query: the query string appended to the endpoint's URL (to rebuild the URL later).
+    :param own_headers: the headers that did not come from the connection (to replay the
+        message without storing the connection's header values).
     """
 
     delivery_id: str
@@ -147,6 +150,8 @@ class OutgoingMessage:
     url: str
     headers: Mapping[str, str] = field(repr=False)
     body: bytes | None = field(repr=False)
+    query: str = ""
+    own_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -226,13 +231,39 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((value for key, value in headers.items() if key.lower() == lowered), None)
 
 
-def _with_query(url: str, params: Mapping[str, str]) -> str:
-    if not params:
+def with_query(url: str, query: str) -> str:
+    """Append an encoded query string to a URL that may already have one."""
+    if not query:
         return url
     parts = urlsplit(url)
-    extra = urlencode(list(params.items()))
-    query = f"{parts.query}&{extra}" if parts.query else extra
-    return urlunsplit(parts._replace(query=query))
+    return urlunsplit(parts._replace(query=f"{parts.query}&{query}" if parts.query else query))
+
+
+def assemble(
+    endpoint: Endpoint,
+    *,
+    delivery_id: str,
+    webhook_name: str,
+    method: str,
+    own_headers: Mapping[str, str],
+    body: bytes | None,
+    query: str = "",
+) -> OutgoingMessage:
+    """Put a message together from its own parts and the endpoint's current settings.
+
+    Used for first sends and for replays from the ledger alike, so both send the same
+    bytes with the connection's headers as they are now.
+    """
+    return OutgoingMessage(
+        delivery_id=delivery_id,
+        webhook_name=webhook_name,
+        method=method,
+        url=with_query(endpoint.url, query),
+        headers=_merge_headers({"User-Agent": USER_AGENT}, endpoint.headers, own_headers),
+        body=body,
+        query=query,
+        own_headers=dict(own_headers),
+    )
 
 
 def build_message(
@@ -258,9 +289,7 @@ def build_message(
     delivery_id = delivery_id or str(uuid.uuid4())
     name = webhook.name if webhook is not None else "test"
     method = ((webhook.method if webhook is not None else None) or endpoint.method or "POST").upper()
-    headers = _merge_headers(
-        {"User-Agent": USER_AGENT}, endpoint.headers, webhook.headers if webhook is not None else {}
-    )
+    own_headers = dict(webhook.headers) if webhook is not None else {}
     values = event.references(webhook_name=name, delivery_id=delivery_id)
     template = webhook.body_template if webhook is not None else None
 
@@ -268,10 +297,10 @@ def build_message(
     if method in METHODS_WITH_BODY:
         if template is None:
             template = _default_body_template()
-        content_type = _header(headers, "Content-Type")
+        content_type = _header(own_headers, "Content-Type") or _header(endpoint.headers, "Content-Type")
         if content_type is None:
             content_type = _infer_content_type(template)
-            headers["Content-Type"] = content_type
+            own_headers["Content-Type"] = content_type
         mode = render_mode_for(content_type)
         if mode == "json" and template.source != DEFAULT_BODY_TEMPLATE:
             try:
@@ -292,17 +321,20 @@ def build_message(
             field="body",
         )
 
-    query = {
-        key: template_.render(values, mode="text")
-        for key, template_ in (webhook.query_templates.items() if webhook is not None else ())
-    }
-    return OutgoingMessage(
+    query = urlencode(
+        [
+            (key, template_.render(values, mode="text"))
+            for key, template_ in (webhook.query_templates.items() if webhook is not None else ())
+        ]
+    )
+    return assemble(
+        endpoint,
         delivery_id=delivery_id,
         webhook_name=name,
         method=method,
-        url=_with_query(endpoint.url, query),
-        headers=headers,
+        own_headers=own_headers,
         body=body,
+        query=query,
     )
 
 

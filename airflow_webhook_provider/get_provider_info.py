@@ -145,6 +145,38 @@ def get_provider_info() -> dict[str, Any]:
                         "example": None,
                         "default": "5",
                     },
+                    "ledger_conn_id": {
+                        "description": "Airflow connection to the delivery ledger's database (postgres, "
+                        "sqlite, or any type with a sqlalchemy_url extra). Empty: the SQLite file "
+                        "$AIRFLOW_HOME/flow_webhooks.db. Use a shared database when tasks run on several hosts.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "flow_webhook_ledger",
+                        "default": "",
+                    },
+                    "redelivery_backoff_seconds": {
+                        "description": "First wait before redelivering a failed message; each later wait "
+                        "doubles, with jitter, honouring Retry-After.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": None,
+                        "default": "60",
+                    },
+                    "redelivery_max_backoff_seconds": {
+                        "description": "Longest wait between two redelivery attempts.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": None,
+                        "default": "3600",
+                    },
+                    "redelivery_max_age_seconds": {
+                        "description": "Age after which an undelivered message is dead (default 3 days). "
+                        "Dead messages can still be replayed by id.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": None,
+                        "default": "259200",
+                    },
                     "retry_backoff_seconds": {
                         "description": "First backoff wait; each later wait doubles, with jitter.",
                         "version_added": "0.1.0",

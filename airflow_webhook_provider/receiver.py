@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -27,6 +27,12 @@ from airflow_webhook_provider.exceptions import InvalidSignature
 from airflow_webhook_provider.signing import SIGNATURE_HEADER, payload_for, verify_signature
 
 __all__ = ["ReceivedRequest", "RecordingReceiver", "Reply"]
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops connections when 50 webhooks arrive at once.
+    request_queue_size = 256
+    daemon_threads = True
 
 
 @dataclass(frozen=True)
@@ -89,11 +95,21 @@ class RecordingReceiver:
     :param secret: verify signatures with this secret.
     :param port: the port; a free one when 0.
     :param default: the answer once the script is used up.
+    :param respond: choose the answer once the script is used up, instead of ``default``
+        (e.g. a random mix of failures for chaos tests).
     """
 
-    def __init__(self, *, secret: str | None = None, port: int = 0, default: Reply | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        port: int = 0,
+        default: Reply | None = None,
+        respond: Callable[[], Reply] | None = None,
+    ) -> None:
         self.secret = secret
         self.default = default or Reply()
+        self.respond = respond
         self.requests: list[ReceivedRequest] = []
         #: The most requests that were being handled at the same moment.
         self.max_in_flight = 0
@@ -101,8 +117,7 @@ class RecordingReceiver:
         self._script: list[Reply] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -158,7 +173,9 @@ class RecordingReceiver:
 
     def _next_reply(self) -> Reply:
         with self._lock:
-            return self._script.pop(0) if self._script else self.default
+            if self._script:
+                return self._script.pop(0)
+            return self.respond() if self.respond is not None else self.default
 
     def _enter(self) -> None:
         with self._lock:

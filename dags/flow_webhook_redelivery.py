@@ -1,0 +1,41 @@
+"""
+Maintenance: redeliver flow webhooks that were not delivered when their run ended.
+
+Every 5 minutes, one task claims the ledger's due deliveries and sends each once more,
+on an exponential schedule, until it is delivered or reaches
+``[flow_webhook] redelivery_max_age_seconds`` (3 days by default) and is marked dead.
+Several copies may run at once (on several hosts): claiming keeps them from sending the
+same delivery twice. ``flow-webhook redeliver --due`` does the same from a terminal.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(
+    schedule=datetime.timedelta(minutes=5),
+    start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["flow-webhook", "maintenance"],
+)
+def flow_webhook_redelivery() -> None:
+    @task(execution_timeout=datetime.timedelta(minutes=4))
+    def redeliver_due() -> dict[str, int]:
+        from airflow_webhook_provider.ledger.redelivery import redeliver_due
+
+        report = redeliver_due(time_limit_seconds=180)
+        return {
+            "claimed": report.claimed,
+            "delivered": report.delivered,
+            "failed": report.failed,
+            "dead": report.dead,
+        }
+
+    redeliver_due()
+
+
+flow_webhook_redelivery()
