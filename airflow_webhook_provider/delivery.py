@@ -121,7 +121,7 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 30.0
-    budget_seconds: float = 40.0
+    budget_seconds: float = 30.0
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Return the wait after ``attempt`` (1-based): exponential, with jitter in [50 %, 100 %]."""

@@ -135,7 +135,7 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.1.0",
                         "type": "float",
                         "example": None,
-                        "default": "40",
+                        "default": "30",
                     },
                     "retry_max_attempts": {
                         "description": "Largest number of inline attempts for one delivery when "

@@ -74,7 +74,7 @@ def test_provider_config_defaults_reach_airflow():
     from airflow.sdk.configuration import conf
 
     assert conf.getint("flow_webhook", "max_webhooks_per_flow") == 50
-    assert conf.getfloat("flow_webhook", "retry_budget_seconds") == 40
+    assert conf.getfloat("flow_webhook", "retry_budget_seconds") == 30
 
 
 def test_the_connection_is_testable():
