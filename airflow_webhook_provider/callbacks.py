@@ -50,6 +50,7 @@ __all__ = [
     "WebhookRegistry",
     "attach_webhooks",
     "dispatch",
+    "find_registry",
 ]
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ def _as_list(callbacks: Any) -> list[Any]:
     return [callbacks]
 
 
-def _find_registry(dag: DAG) -> WebhookRegistry | None:
+def find_registry(dag: DAG) -> WebhookRegistry | None:
+    """Return the registry of the webhooks attached to ``dag``, or None when it has none."""
     candidates: list[Any] = _as_list(dag.on_success_callback) + _as_list(dag.on_failure_callback)
     for task in dag.task_dict.values():
         candidates += _as_list(task.on_success_callback) + _as_list(task.on_failure_callback)
@@ -146,7 +148,7 @@ def attach_webhooks(dag: DAG, webhooks: Sequence[FlowWebhook]) -> None:
     :raises InvalidWebhookDefinition: for an unknown output task, a conflicting name, or
         more webhooks than ``[flow_webhook] max_webhooks_per_flow``.
     """
-    registry = _find_registry(dag) or WebhookRegistry(dag.dag_id)
+    registry = find_registry(dag) or WebhookRegistry(dag.dag_id)
     new = registry.plan_merge(webhooks)
     check_limit(len(registry.webhooks) + len(new), where=f"DAG {dag.dag_id!r}")
     for webhook in new:
@@ -212,7 +214,9 @@ def logical_date_of(context: Mapping[str, Any]) -> str:
 
 def _endpoint_for(webhook: FlowWebhook, endpoints: dict[str, Endpoint]) -> Endpoint:
     if webhook.url is not None:
-        return Endpoint(url=webhook.url, name="url")
+        from airflow_webhook_provider.hooks.flow_webhook import egress_policy_from_config
+
+        return Endpoint(url=webhook.url, name="url", egress=egress_policy_from_config())
     conn_id = webhook.conn_id
     assert conn_id is not None  # the model guarantees one of url / conn_id
     if conn_id not in endpoints:
@@ -327,7 +331,7 @@ def dispatch(
         try:
             ledger.record_outcomes(
                 [
-                    (result.delivery_id, result, job[2].retry_on_failure)
+                    (result.delivery_id, result, job[2].retry_on_failure and result.retryable)
                     for job, result in zip(jobs, results, strict=True)
                 ],
                 source="inline",

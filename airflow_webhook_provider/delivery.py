@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from airflow_webhook_provider import __version__
+from airflow_webhook_provider.egress import EgressBlocked, EgressPolicy
 from airflow_webhook_provider.exceptions import InvalidWebhookDefinition, TemplateError
 from airflow_webhook_provider.models import METHODS_WITH_BODY
 from airflow_webhook_provider.signing import SIGNATURE_HEADER, payload_for, sign
@@ -43,6 +43,7 @@ from airflow_webhook_provider.templating import (
     parse_template,
     render_mode_for,
 )
+from airflow_webhook_provider.transport import GuardedAdapter, attempt_context
 
 if TYPE_CHECKING:
     from airflow_webhook_provider.models import FlowWebhook, JobEvent
@@ -65,6 +66,8 @@ DELIVERY_ID_HEADER = "X-Webhook-Id"
 USER_AGENT = f"airflow-webhook-provider/{__version__}"
 #: Most bytes read from a response; the rest is never downloaded.
 MAX_RESPONSE_BYTES = 64 * 1024
+#: How much longer than its timeout one attempt may take in all, however the receiver drips.
+DEADLINE_GRACE_SECONDS = 0.25
 #: Most characters of a response kept in a result.
 RESPONSE_EXCERPT_CHARS = 4096
 _LOG_EXCERPT_CHARS = 200
@@ -86,8 +89,11 @@ class Endpoint:
     :param validate_ssl: verify the receiver's TLS certificate.
     :param ca_bundle: a CA bundle file to verify against instead of the system store.
     :param retry_on_failure: retry non-2xx answers, connection errors and timeouts.
-    :param timeout: the per-request timeout in seconds.
+    :param timeout: the per-request timeout in seconds; also the whole-request deadline.
     :param name: what logs call the endpoint (a connection id, or "url").
+    :param egress: the administrator's egress policy; everything is allowed when omitted.
+    :param client_cert: a client certificate file (PEM) for mutual TLS.
+    :param client_key: the client certificate's key file, if not inside ``client_cert``.
     """
 
     url: str
@@ -99,6 +105,16 @@ class Endpoint:
     retry_on_failure: bool = True
     timeout: float = 30.0
     name: str = "url"
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @property
+    def cert(self) -> str | tuple[str, str] | None:
+        """The ``cert`` argument for requests."""
+        if self.client_cert and self.client_key:
+            return (self.client_cert, self.client_key)
+        return self.client_cert
 
     @property
     def verify(self) -> bool | str:
@@ -189,6 +205,7 @@ class DeliveryResult:
     :param attempts: every attempt, in order.
     :param duration_seconds: the time from the first attempt to the end, waits included.
     :param retry_after_seconds: the receiver's last ``Retry-After``, if any.
+    :param retryable: False when trying again cannot help (the egress policy forbids it).
     """
 
     delivery_id: str
@@ -197,6 +214,7 @@ class DeliveryResult:
     attempts: tuple[Attempt, ...]
     duration_seconds: float
     retry_after_seconds: float | None = None
+    retryable: bool = True
 
     @property
     def status_code(self) -> int | None:
@@ -409,13 +427,14 @@ class WebhookSender:
         start = self._clock()
         attempts: list[Attempt] = []
         retry_after: float | None = None
+        retryable = True
         for number in range(1, max_attempts + 1):
             remaining = policy.budget_seconds - (self._clock() - start)
-            attempt, retry_after = self._attempt(
+            attempt, retry_after, retryable = self._attempt(
                 endpoint, message, number, timeout=min(endpoint.timeout, remaining)
             )
             attempts.append(attempt)
-            if attempt.succeeded or number == max_attempts:
+            if attempt.succeeded or not retryable or number == max_attempts:
                 break
             wait = max(policy.backoff(number), retry_after or 0.0)
             if (self._clock() - start) + wait >= policy.budget_seconds:
@@ -428,6 +447,7 @@ class WebhookSender:
             attempts=tuple(attempts),
             duration_seconds=self._clock() - start,
             retry_after_seconds=retry_after,
+            retryable=retryable,
         )
         level = logging.INFO if result.delivered else logging.WARNING
         log.log(
@@ -444,9 +464,14 @@ class WebhookSender:
 
     def _attempt(
         self, endpoint: Endpoint, message: OutgoingMessage, number: int, *, timeout: float
-    ) -> tuple[Attempt, float | None]:
+    ) -> tuple[Attempt, float | None, bool]:
+        """Make one attempt; return it, the receiver's Retry-After, and whether trying again can help."""
         started_at = time.time()
         began = self._clock()
+        try:
+            endpoint.egress.check_url(message.url)
+        except EgressBlocked as exc:
+            return Attempt(number, started_at, 0.0, None, error=f"EgressBlocked: {exc}"), None, False
         request = requests.Request(
             message.method, message.url, headers=dict(message.headers), data=message.body
         )
@@ -459,38 +484,52 @@ class WebhookSender:
                 url=prepared.url or message.url,
             )
             prepared.headers[SIGNATURE_HEADER] = sign(endpoint.secret, payload)
-        settings = self.session.merge_environment_settings(prepared.url, {}, True, endpoint.verify, None)
-        try:
-            response = self.session.send(
-                prepared,
-                timeout=max(timeout, 0.001),
-                allow_redirects=False,
-                verify=settings["verify"],
-                proxies=settings["proxies"],
-                cert=settings["cert"],
-                stream=True,
-            )
-        except requests.RequestException as exc:
-            return (
-                Attempt(number, started_at, self._clock() - began, None, error=_describe_error(exc)),
-                None,
-            )
-        try:
-            raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
-        except Exception as exc:  # a receiver that answers and then breaks the stream
-            raw = b""
-            log.debug("Reading the response failed: %s", _describe_error(exc))
-        finally:
-            response.close()
+        settings = self.session.merge_environment_settings(
+            prepared.url, {}, True, endpoint.verify, endpoint.cert
+        )
+        timeout = max(timeout, 0.001)
+        # A silent receiver trips the read timeout first; the deadline stops one that drips.
+        deadline = timeout + DEADLINE_GRACE_SECONDS
+        with attempt_context(endpoint.egress, deadline) as context:
+            try:
+                response = self.session.send(
+                    prepared,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    verify=settings["verify"],
+                    proxies=settings["proxies"],
+                    cert=settings["cert"],
+                    stream=True,
+                )
+            except EgressBlocked as exc:
+                return (
+                    Attempt(number, started_at, self._clock() - began, None, error=f"EgressBlocked: {exc}"),
+                    None,
+                    False,
+                )
+            except requests.RequestException as exc:
+                error = (
+                    f"DeadlineExceeded: no complete answer within {deadline:.1f} s"
+                    if context.deadline_hit
+                    else _describe_error(exc)
+                )
+                return Attempt(number, started_at, self._clock() - began, None, error=error), None, True
+            try:
+                raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
+            except Exception as exc:  # a receiver that answers and then breaks or stalls the stream
+                raw = b""
+                log.debug("Reading the response failed: %s", _describe_error(exc))
+            finally:
+                response.close()
         excerpt = raw[:RESPONSE_EXCERPT_CHARS].decode("utf-8", errors="replace")
         retry_after = _retry_after_seconds(response.headers.get("Retry-After"), now=time.time())
         attempt = Attempt(number, started_at, self._clock() - began, response.status_code, None, excerpt)
-        return attempt, retry_after
+        return attempt, retry_after, True
 
 
 def _pooled_session() -> requests.Session:
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=POOL_SIZE, max_retries=0)
+    adapter = GuardedAdapter(pool_connections=16, pool_maxsize=POOL_SIZE, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

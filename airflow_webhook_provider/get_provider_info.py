@@ -6,7 +6,7 @@ from typing import Any
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Return the provider metadata: connection types, hooks, notifiers, operators, triggers, config."""
+    """Return the provider metadata: connection types, hooks, notifiers, operators, triggers, plugins, config."""
     return {
         "package-name": "airflow-webhook-provider",
         "name": "Flow Webhook",
@@ -42,6 +42,12 @@ def get_provider_info() -> dict[str, Any]:
             },
         ],
         "notifications": ["airflow_webhook_provider.notifications.flow_webhook.FlowWebhookNotifier"],
+        "plugins": [
+            {
+                "name": "flow_webhooks",
+                "plugin-class": "airflow_webhook_provider.plugins.webhooks_tab.FlowWebhooksPlugin",
+            },
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_webhook_provider.hooks.flow_webhook.FlowWebhookHook",
@@ -74,6 +80,16 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["string", "null"]},
                         "description": "Optional path to a PEM CA bundle to verify the receiver against, "
                         "instead of the system's trusted CAs.",
+                    },
+                    "client_cert": {
+                        "label": "Client certificate path",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Optional PEM client certificate for receivers that require mutual TLS.",
+                    },
+                    "client_key": {
+                        "label": "Client key path",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "The client certificate's private key, if not in the certificate file.",
                     },
                     "retry_on_failure": {
                         "label": "Retry on failure",
@@ -144,6 +160,23 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "integer",
                         "example": None,
                         "default": "5",
+                    },
+                    "allowed_url_regexes": {
+                        "description": "Regular expressions, comma or newline separated; a webhook URL must "
+                        "match one of them in full. Empty allows every URL.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "https://hooks[.]slack[.]com/.*",
+                        "default": "",
+                    },
+                    "forbidden_networks": {
+                        "description": "CIDR blocks no webhook may connect to, comma separated. Checked on the "
+                        "resolved address of every connection, so DNS tricks cannot reach them. The default "
+                        "blocks link-local addresses and cloud metadata endpoints.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "169.254.0.0/16, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16",
+                        "default": "169.254.0.0/16, fe80::/10, fd00:ec2::254/128, 100.100.100.200/32",
                     },
                     "ledger_conn_id": {
                         "description": "Airflow connection to the delivery ledger's database (postgres, "

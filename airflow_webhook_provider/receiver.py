@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -97,6 +98,7 @@ class RecordingReceiver:
     :param default: the answer once the script is used up.
     :param respond: choose the answer once the script is used up, instead of ``default``
         (e.g. a random mix of failures for chaos tests).
+    :param tls: serve HTTPS with this server-side SSL context.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class RecordingReceiver:
         port: int = 0,
         default: Reply | None = None,
         respond: Callable[[], Reply] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.secret = secret
         self.default = default or Reply()
@@ -118,6 +121,10 @@ class RecordingReceiver:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._server = _Server(("127.0.0.1", port), self._handler_class())
+        self.scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread: threading.Thread | None = None
 
     @property
@@ -127,7 +134,7 @@ class RecordingReceiver:
 
     def url(self, path: str = "/") -> str:
         """Return a URL on this receiver."""
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, in order."""
@@ -221,7 +228,9 @@ class RecordingReceiver:
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                url = f"http://{self.headers.get('Host', f'127.0.0.1:{receiver.port}')}{self.path}"
+                url = (
+                    f"{receiver.scheme}://{self.headers.get('Host', f'127.0.0.1:{receiver.port}')}{self.path}"
+                )
                 valid, error = receiver._verify(self.command, url, body, self.headers.get(SIGNATURE_HEADER))
                 reply = receiver._next_reply()
                 receiver._record(

@@ -51,7 +51,16 @@ def test_connection_form_fields(providers_manager):
         for name, widget in providers_manager.connection_form_widgets.items()
         if name.startswith("extra__flow_webhook__")
     }
-    assert set(widgets) == {"method", "headers", "validate_ssl", "ca_bundle", "retry_on_failure", "timeout"}
+    assert set(widgets) == {
+        "method",
+        "headers",
+        "validate_ssl",
+        "ca_bundle",
+        "client_cert",
+        "client_key",
+        "retry_on_failure",
+        "timeout",
+    }
     assert widgets["method"]["schema"]["title"] == "Method"
     assert widgets["method"]["value"] == "POST"
     assert widgets["method"]["schema"]["enum"] == ["POST", "PUT", "PATCH", "GET", "DELETE"]

@@ -17,6 +17,7 @@ from airflow_webhook_provider.delivery import (
     build_message,
     shared_sender,
 )
+from airflow_webhook_provider.egress import DEFAULT_FORBIDDEN_NETWORKS, EgressPolicy
 from airflow_webhook_provider.exceptions import FlowWebhookError, InvalidConnection
 from airflow_webhook_provider.models import JobEvent
 
@@ -25,10 +26,24 @@ if TYPE_CHECKING:
 
     from airflow_webhook_provider.models import FlowWebhook
 
-__all__ = ["FlowWebhookHook", "retry_policy_from_config"]
+__all__ = ["FlowWebhookHook", "egress_policy_from_config", "retry_policy_from_config"]
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _TEST_EVENT = JobEvent(flow_id="test", job_id="test", job_status="test")
+
+
+def egress_policy_from_config() -> EgressPolicy:
+    """Return the egress policy from ``[flow_webhook]`` in Airflow's config.
+
+    :raises InvalidConnection: never; a malformed option raises ValueError naming it.
+    """
+    from airflow.sdk.configuration import conf
+
+    return EgressPolicy.parse(
+        allowed_url_regexes=conf.get("flow_webhook", "allowed_url_regexes", fallback="") or "",
+        forbidden_networks=conf.get("flow_webhook", "forbidden_networks", fallback=DEFAULT_FORBIDDEN_NETWORKS)
+        or "",
+    )
 
 
 def retry_policy_from_config() -> RetryPolicy:
@@ -99,12 +114,22 @@ def _as_headers(conn_id: str, value: Any) -> dict[str, str]:
     return headers
 
 
+def _mask(*secrets: str | None) -> None:
+    """Register values with Airflow's secrets masker, so no log line can show them."""
+    from airflow.sdk.log import mask_secret
+
+    for secret in secrets:
+        if secret:
+            mask_secret(secret)
+
+
 class FlowWebhookHook(BaseHook):
     """Send flow webhooks to the receiver described by a ``flow_webhook`` connection.
 
     The connection's Host is the full URL, its Password the secret key that signs each
     request; extras ``method``, ``headers`` (JSON object), ``validate_ssl``, ``ca_bundle``,
-    ``retry_on_failure`` and ``timeout`` set the transport.
+    ``client_cert``, ``client_key``, ``retry_on_failure`` and ``timeout`` set the transport.
+    The secret and every header value are registered with Airflow's secrets masker.
 
     Usage::
 
@@ -172,16 +197,21 @@ class FlowWebhookHook(BaseHook):
                 conn_id=conn_id,
                 field="timeout",
             )
+        headers = _as_headers(conn_id, extra.get("headers"))
+        _mask(conn.password, *headers.values())
         return Endpoint(
             url=url,
             method=method,
-            headers=_as_headers(conn_id, extra.get("headers")),
+            headers=headers,
             secret=conn.password or None,
             validate_ssl=_as_bool(conn_id, "validate_ssl", extra.get("validate_ssl"), True),
             ca_bundle=extra.get("ca_bundle") or None,
             retry_on_failure=_as_bool(conn_id, "retry_on_failure", extra.get("retry_on_failure"), True),
             timeout=timeout,
             name=conn_id,
+            egress=egress_policy_from_config(),
+            client_cert=extra.get("client_cert") or None,
+            client_key=extra.get("client_key") or None,
         )
 
     @property

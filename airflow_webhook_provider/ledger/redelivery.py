@@ -66,7 +66,9 @@ class RedeliveryReport:
 
 def _endpoint(delivery: Delivery, cache: dict[str, Endpoint]) -> Endpoint:
     if delivery.conn_id is None:
-        return Endpoint(url=delivery.target_url or "", name="url")
+        from airflow_webhook_provider.hooks.flow_webhook import egress_policy_from_config
+
+        return Endpoint(url=delivery.target_url or "", name="url", egress=egress_policy_from_config())
     if delivery.conn_id not in cache:
         from airflow_webhook_provider.hooks.flow_webhook import FlowWebhookHook
 
@@ -110,7 +112,7 @@ def _send(
         row, endpoint, message = job
         # One attempt per round: the ledger's schedule spaces the rounds out.
         result = sender.send(endpoint, message, RetryPolicy(max_attempts=1, budget_seconds=endpoint.timeout))
-        return row, result, endpoint.retry_on_failure
+        return row, result, endpoint.retry_on_failure and result.retryable
 
     if jobs:
         with ThreadPoolExecutor(

@@ -1,0 +1,154 @@
+"""The HTTP transport under the sender: guarded connections and a whole-request deadline.
+
+Every new connection resolves the host itself, checks each resolved address against the
+egress policy, and connects to exactly the address it checked, so nothing can resolve
+differently between the check and the connect. Every attempt also runs under a deadline
+that closes its socket when it passes: a receiver that drips its answer a byte at a time
+cannot hold a delivery longer than the timeout, which per-read timeouts alone allow.
+
+The attempt's policy and deadline travel in a thread-local context, because urllib3
+opens and uses connections in the thread that sends.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
+
+from airflow_webhook_provider.egress import EgressPolicy
+
+__all__ = ["AttemptContext", "GuardedAdapter", "attempt_context"]
+
+_local = threading.local()
+_OPEN = EgressPolicy()
+
+
+class AttemptContext:
+    """The policy and deadline of the attempt running in this thread.
+
+    :param policy: the egress policy every new connection is checked against.
+    :param deadline_seconds: how long the whole attempt may take.
+    """
+
+    def __init__(self, policy: EgressPolicy, deadline_seconds: float) -> None:
+        self.policy = policy
+        self.deadline_seconds = deadline_seconds
+        self.deadline_hit = False
+        self._connections: list[HTTPConnection] = []
+        self._timer = threading.Timer(deadline_seconds, self._expire)
+        self._timer.daemon = True
+
+    def watch(self, connection: HTTPConnection) -> None:
+        """Close ``connection`` if it is still in use when the deadline passes."""
+        self._connections.append(connection)
+
+    def _expire(self) -> None:
+        self.deadline_hit = True
+        for connection in self._connections:
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextmanager
+def attempt_context(policy: EgressPolicy, deadline_seconds: float) -> Iterator[AttemptContext]:
+    """Run one attempt in this thread under ``policy`` and a whole-request deadline."""
+    context = AttemptContext(policy, deadline_seconds)
+    previous = getattr(_local, "context", None)
+    _local.context = context
+    context._timer.start()
+    try:
+        yield context
+    finally:
+        context._timer.cancel()
+        _local.context = previous
+
+
+def _current() -> AttemptContext | None:
+    return getattr(_local, "context", None)
+
+
+class _GuardedConnectionMixin:
+    """Resolve, check every address, then connect to the checked address."""
+
+    _dns_host: str
+    port: int
+    host: str
+    timeout: Any
+    source_address: Any
+    socket_options: Any
+
+    def _new_conn(self) -> socket.socket:
+        context = _current()
+        policy = context.policy if context is not None else _OPEN
+        try:
+            infos = socket.getaddrinfo(self._dns_host, self.port, 0, socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        for *_, sockaddr in infos:
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            policy.check_address(address, host=self.host)
+        error: OSError | None = None
+        for family, kind, proto, _, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                if self.timeout is not _DEFAULT_TIMEOUT:
+                    sock.settimeout(self.timeout)
+                if self.source_address:
+                    sock.bind(self.source_address)
+                sock.connect(sockaddr)
+                return sock
+            except TimeoutError as exc:
+                sock.close()
+                raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from exc
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}")  # type: ignore[arg-type]
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        context = _current()
+        if context is not None:
+            context.watch(self)  # type: ignore[arg-type]
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A requests adapter whose connections obey the attempt's egress policy and deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """Create the pool manager with guarded connection pools."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _GuardedHTTPConnectionPool,
+            "https": _GuardedHTTPSConnectionPool,
+        }
