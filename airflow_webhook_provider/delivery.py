@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
@@ -35,7 +35,13 @@ from airflow_webhook_provider import __version__
 from airflow_webhook_provider.egress import EgressBlocked, EgressPolicy
 from airflow_webhook_provider.exceptions import InvalidWebhookDefinition, TemplateError
 from airflow_webhook_provider.models import METHODS_WITH_BODY
-from airflow_webhook_provider.signing import SIGNATURE_HEADER, payload_for, sign
+from airflow_webhook_provider.signing import (
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    payload_for,
+    sign,
+    standard_webhook_headers,
+)
 from airflow_webhook_provider.templating import (
     REFERENCES,
     Template,
@@ -62,7 +68,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DELIVERY_ID_HEADER = "X-Webhook-Id"
+SignatureScheme = Literal["webhook", "standard", "both"]
+
 USER_AGENT = f"airflow-webhook-provider/{__version__}"
 #: Most bytes read from a response; the rest is never downloaded.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -94,6 +101,9 @@ class Endpoint:
     :param egress: the administrator's egress policy; everything is allowed when omitted.
     :param client_cert: a client certificate file (PEM) for mutual TLS.
     :param client_key: the client certificate's key file, if not inside ``client_cert``.
+    :param previous_secret: a key being rotated out; requests carry a signature for it too.
+    :param signature_scheme: ``webhook`` (``X-Webhook-Signature``), ``standard`` (Standard
+        Webhooks headers; the secret is ``whsec_`` + base64) or ``both``.
     """
 
     url: str
@@ -108,6 +118,8 @@ class Endpoint:
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     client_cert: str | None = None
     client_key: str | None = None
+    previous_secret: str | None = field(default=None, repr=False)
+    signature_scheme: SignatureScheme = "webhook"
 
     @property
     def cert(self) -> str | tuple[str, str] | None:
@@ -478,12 +490,17 @@ class WebhookSender:
         prepared = self.session.prepare_request(request)
         prepared.headers[DELIVERY_ID_HEADER] = message.delivery_id
         if endpoint.secret:
-            payload = payload_for(
-                message.method,
-                body=prepared.body if isinstance(prepared.body, bytes) else None,
-                url=prepared.url or message.url,
-            )
-            prepared.headers[SIGNATURE_HEADER] = sign(endpoint.secret, payload)
+            body = prepared.body if isinstance(prepared.body, bytes) else None
+            previous = (endpoint.previous_secret,) if endpoint.previous_secret else ()
+            if endpoint.signature_scheme in ("webhook", "both"):
+                payload = payload_for(message.method, body=body, url=prepared.url or message.url)
+                prepared.headers[SIGNATURE_HEADER] = sign(endpoint.secret, payload, previous_secrets=previous)
+            if endpoint.signature_scheme in ("standard", "both"):
+                prepared.headers.update(
+                    standard_webhook_headers(
+                        endpoint.secret, message.delivery_id, body or b"", previous_secrets=previous
+                    )
+                )
         settings = self.session.merge_environment_settings(
             prepared.url, {}, True, endpoint.verify, endpoint.cert
         )

@@ -91,6 +91,29 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["string", "null"]},
                         "description": "The client certificate's private key, if not in the certificate file.",
                     },
+                    "signature_scheme": {
+                        "label": "Signature scheme",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "default": "webhook",
+                            "enum": ["webhook", "standard", "both"],
+                        },
+                        "description": "webhook: X-Webhook-Signature. standard: Standard Webhooks headers "
+                        "(webhook-id, webhook-timestamp, webhook-signature); the secret key is whsec_ + base64. "
+                        "both: all of them.",
+                    },
+                    "previous_secret": {
+                        "label": "Previous secret key",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                        "description": "During key rotation: the old key; requests carry a signature for "
+                        "it too until Previous secret expires.",
+                    },
+                    "previous_secret_expires": {
+                        "label": "Previous secret expires",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "ISO 8601 time after which the previous key is no longer used, "
+                        "e.g. 2026-12-31T00:00:00+00:00.",
+                    },
                     "retry_on_failure": {
                         "label": "Retry on failure",
                         "schema": {"type": ["boolean", "null"], "default": True},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from airflow_webhook_provider.delivery import (
 from airflow_webhook_provider.egress import DEFAULT_FORBIDDEN_NETWORKS, EgressPolicy
 from airflow_webhook_provider.exceptions import FlowWebhookError, InvalidConnection
 from airflow_webhook_provider.models import JobEvent
+from airflow_webhook_provider.signing import standard_key
 
 if TYPE_CHECKING:
     import requests
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["FlowWebhookHook", "egress_policy_from_config", "retry_policy_from_config"]
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_SCHEMES = ("webhook", "standard", "both")
 _TEST_EVENT = JobEvent(flow_id="test", job_id="test", job_status="test")
 
 
@@ -112,6 +115,26 @@ def _as_headers(conn_id: str, value: Any) -> dict[str, str]:
             )
         headers[str(name)] = header_value
     return headers
+
+
+def _previous_secret(conn_id: str, extra: dict[str, Any]) -> str | None:
+    """Return the key being rotated out, until its expiry; None after it or without one."""
+    secret = extra.get("previous_secret") or None
+    if secret is None:
+        return None
+    expires = extra.get("previous_secret_expires")
+    try:
+        when = datetime.fromisoformat(str(expires))
+    except ValueError:
+        raise InvalidConnection(
+            f"connection {conn_id!r}: extra 'previous_secret_expires' must be an ISO 8601 time such as "
+            "2026-12-31T00:00:00+00:00, so the old key stops being used",
+            conn_id=conn_id,
+            field="previous_secret_expires",
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return str(secret) if datetime.now(timezone.utc) < when else None
 
 
 def _mask(*secrets: str | None) -> None:
@@ -198,7 +221,26 @@ class FlowWebhookHook(BaseHook):
                 field="timeout",
             )
         headers = _as_headers(conn_id, extra.get("headers"))
-        _mask(conn.password, *headers.values())
+        previous_secret = _previous_secret(conn_id, extra)
+        scheme = str(extra.get("signature_scheme") or "webhook")
+        if scheme not in _SCHEMES:
+            raise InvalidConnection(
+                f"connection {conn_id!r}: extra 'signature_scheme' must be one of {', '.join(_SCHEMES)}",
+                conn_id=conn_id,
+                field="signature_scheme",
+            )
+        if scheme != "webhook" and conn.password:
+            for label, key in (("Secret key", conn.password), ("previous_secret", previous_secret)):
+                try:
+                    if key:
+                        standard_key(key)
+                except ValueError as exc:
+                    raise InvalidConnection(
+                        f"connection {conn_id!r}: {label}: {exc} (signature_scheme {scheme!r})",
+                        conn_id=conn_id,
+                        field="password" if label == "Secret key" else "previous_secret",
+                    ) from None
+        _mask(conn.password, previous_secret, *headers.values())
         return Endpoint(
             url=url,
             method=method,
@@ -212,6 +254,8 @@ class FlowWebhookHook(BaseHook):
             egress=egress_policy_from_config(),
             client_cert=extra.get("client_cert") or None,
             client_key=extra.get("client_key") or None,
+            previous_secret=previous_secret,
+            signature_scheme=scheme,  # type: ignore[arg-type]  # checked against _SCHEMES above
         )
 
     @property
