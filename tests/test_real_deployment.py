@@ -16,6 +16,8 @@ task states through the Task SDK (for outputs that never ran).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from tests.airflow_deployment import AirflowDeployment
 from tests.conftest import SECRET, flow_webhook_connection
 
 pytestmark = pytest.mark.airflow_components
+
+HEADER_SECRETS = {"Authorization": "Bearer hdr-token-5c1d7a", "X-Api-Key": "api-key-9e2b44"}
 
 DAGS = """
 import datetime
@@ -44,7 +48,16 @@ with DAG("real_ok", schedule=None, start_date=START, catchup=False) as real_ok:
     def second(value):
         return value + 1
 
+    @task
+    def careless():
+        # A user task printing what it should not: the secrets masker must hide it.
+        from airflow_webhook_provider.hooks.flow_webhook import FlowWebhookHook
+
+        endpoint = FlowWebhookHook("receiver").endpoint
+        print("careless task sees headers", dict(endpoint.headers), "and secret", endpoint.secret)
+
     second(first())
+    careless()
 
 FlowWebhooks(
     FlowWebhook(name="run", conn_id="receiver", on="any", body=BODY),
@@ -77,7 +90,11 @@ def test_run_and_output_webhooks_fire_from_scheduler_and_dag_processor(tmp_path:
     (dags_folder / "real_webhook_dags.py").write_text(DAGS)
 
     with RecordingReceiver(secret=SECRET) as receiver:
-        env = {"AIRFLOW_CONN_RECEIVER": flow_webhook_connection(receiver.url("/hook"))}
+        env = {
+            "AIRFLOW_CONN_RECEIVER": flow_webhook_connection(
+                receiver.url("/hook"), headers=json.dumps(HEADER_SECRETS)
+            )
+        }
         with AirflowDeployment(tmp_path, dags_folder, extra_env=env) as airflow:
             airflow.start("api-server", "scheduler", "dag-processor")
             airflow.wait_for_dag("real_ok", timeout=240)
@@ -96,6 +113,26 @@ def test_run_and_output_webhooks_fire_from_scheduler_and_dag_processor(tmp_path:
             receiver.wait_for(5, timeout=120)
             requests = receiver.wait_for(6, timeout=10)
             processor_log = airflow.log_tail("dag-processor", n=5000)
+            careless_log = airflow.task_log("real_ok", ok_run, "careless")
+            cli_outputs = [
+                subprocess.run(
+                    [sys.executable, "-m", "airflow_webhook_provider", *args],
+                    env=airflow.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=True,
+                )
+                for args in (
+                    ("deliveries", "list", "--json"),
+                    ("deliveries", "show", requests[0].delivery_id),
+                )
+            ]
+            everything_written = {
+                **{str(p): p.read_text(errors="replace") for p in airflow.home.rglob("*.log") if p.is_file()},
+                **{str(p): p.read_bytes().decode("latin-1") for p in airflow.home.glob("flow_webhooks.db*")},
+                **{" ".join(done.args[3:]): done.stdout + done.stderr for done in cli_outputs},
+            }
 
     bodies = [json.loads(r.body) for r in requests]
     assert Counter((b["job"], b["w"], b["status"], b["out"]) for b in bodies) == Counter(
@@ -116,3 +153,20 @@ def test_run_and_output_webhooks_fire_from_scheduler_and_dag_processor(tmp_path:
         sent_by_processor = f"(delivery {request.delivery_id})" in processor_log
         assert sent_by_processor == (body["w"] == "run" or body["status"] == "upstream_failed"), body
     assert SECRET not in processor_log
+
+    # Secret hygiene: the careless task's print was masked, and no log, ledger byte or CLI
+    # output anywhere in the deployment holds the secret or a header value.
+    assert "careless task sees headers" in careless_log and "***" in careless_log
+    assert json.loads(cli_outputs[0].stdout)[0]["webhook"] in {"run", "out"}
+    for value in (SECRET, *HEADER_SECRETS.values()):
+        assert value not in careless_log
+        leaks = [
+            f"{name}: {line[:120]}"
+            for name, text in everything_written.items()
+            for line in text.splitlines()
+            if value in line
+            # Airflow's task supervisor mirrors a task's own stdout to the executor's console
+            # without the masks the task registered; the task log itself is masked (above).
+            and not (name.endswith("scheduler.log") and line.rstrip().endswith("[task.stdout]"))
+        ]
+        assert not leaks, f"{value!r} leaked: {leaks}"
