@@ -73,6 +73,8 @@ SignatureScheme = Literal["webhook", "standard", "both"]
 USER_AGENT = f"airflow-webhook-provider/{__version__}"
 #: Most bytes read from a response; the rest is never downloaded.
 MAX_RESPONSE_BYTES = 64 * 1024
+#: The longest Retry-After honoured; a receiver cannot push a delivery past its maximum age.
+MAX_RETRY_AFTER_SECONDS = 7 * 24 * 3600.0
 #: How much longer than its timeout one attempt may take in all, however the receiver drips.
 DEADLINE_GRACE_SECONDS = 0.25
 #: Most characters of a response kept in a result.
@@ -382,16 +384,17 @@ def _infer_content_type(template: Template) -> str:
 
 
 def _retry_after_seconds(value: str | None, *, now: float) -> float | None:
+    """Read ``Retry-After`` (seconds or an HTTP date), capped at a week; None when absent or unreadable."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_SECONDS)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER_SECONDS)
 
 
 def _describe_error(exc: BaseException) -> str:
