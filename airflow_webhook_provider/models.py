@@ -22,12 +22,16 @@ Usage::
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -51,18 +55,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_WEBHOOKS_PER_FLOW",
+    "DEFINITION_FILE_VERSION",
     "Event",
+    "FileFormat",
     "FlowWebhook",
     "FlowWebhooks",
     "JobEvent",
+    "definition_file_schema",
     "event_for_state",
 ]
 
 Event = Literal["success", "failure"]
 Trigger = Literal["success", "failure", "any"]
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+FileFormat = Literal["yaml", "json"]
 
 DEFAULT_MAX_WEBHOOKS_PER_FLOW = 50
+#: The ``version`` of the definition files this release reads and writes.
+DEFINITION_FILE_VERSION = 1
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -157,15 +167,40 @@ class FlowWebhook(_Definition):
     :param query: query parameters appended to the URL; values are templates.
     """
 
-    name: str = Field(max_length=200)
-    conn_id: str | None = Field(default=None, min_length=1, max_length=250)
-    url: str | None = Field(default=None, max_length=2048)
-    on: Trigger = "any"
-    outputs: tuple[str, ...] | None = None
-    method: Method | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: str | None = None
-    query: dict[str, str] = Field(default_factory=dict)
+    # The descriptions and schema extras document the fields in the published JSON Schema
+    # of definition files; validation is the validators' job.
+    name: str = Field(max_length=200, description="A name unique within the DAG, shown in logs and the UI.")
+    conn_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=250,
+        description="A flow_webhook connection (URL, secret key, headers); exactly one of conn_id and url.",
+    )
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="A plain http(s) URL for an unsigned webhook; exactly one of conn_id and url.",
+    )
+    on: Trigger = Field(default="any", description="The end state that sends a message.")
+    outputs: tuple[str, ...] | None = Field(
+        default=None,
+        description="Task ids whose own end sends a message each; null for one message per finished run.",
+        json_schema_extra={"minItems": 1, "uniqueItems": True},
+    )
+    method: Method | None = Field(
+        default=None, description="The HTTP method; default: the connection's, else POST."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers merged over the connection's; credentials belong in the connection.",
+    )
+    body: str | None = Field(
+        default=None,
+        description="The body template (POST, PUT, PATCH only), with references such as $jobId; $$ is a $.",
+    )
+    query: dict[str, str] = Field(
+        default_factory=dict, description="Query parameters appended to the URL; values are templates."
+    )
 
     _body_template: Template | None = PrivateAttr(default=None)
     _query_templates: dict[str, Template] = PrivateAttr(default_factory=dict)
@@ -413,6 +448,116 @@ class FlowWebhooks:
     def __repr__(self) -> str:
         return f"FlowWebhooks({', '.join(repr(w.name) for w in self._webhooks)})"
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> FlowWebhooks:
+        """Load the definitions of a YAML or JSON definition file, checked as the constructor checks them.
+
+        The file is a mapping with a ``webhooks`` list, whose items have the fields of
+        :class:`FlowWebhook`, and optionally ``version: 1``. A ``.json`` file is read as
+        JSON, a ``.yaml`` or ``.yml`` file as YAML, any other by its first character. In
+        YAML, ``on``, ``off``, ``yes`` and ``no`` are plain strings (as in YAML 1.2), so
+        ``on: failure`` means the ``on`` field.
+
+        Usage::
+
+            FlowWebhooks.from_file(Path(__file__).with_name("webhooks.yaml")).attach(dag)
+
+        :param path: the file.
+        :return: the definitions.
+        :raises InvalidWebhookDefinition: naming the file, the webhook, the field and the fix,
+            one line per problem found.
+        :raises OSError: when the file cannot be read.
+        """
+        file = Path(path)
+        source = str(path)
+        try:
+            text = file.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InvalidWebhookDefinition(
+                f"{source}: is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from None
+        return cls.from_mapping(_parse_definitions(text, _file_format(file, text), source), source=source)
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str = "definitions") -> FlowWebhooks:
+        """Build the definitions from the parsed contents of a definition file.
+
+        :param data: a mapping with a ``webhooks`` list and optionally ``version``.
+        :param source: the file name, which starts every line of an error.
+        :return: the definitions.
+        :raises InvalidWebhookDefinition: one line per problem found.
+        """
+        problems: list[InvalidWebhookDefinition] = []
+        items: Sequence[Any] = ()
+        if data is None:
+            problems.append(
+                InvalidWebhookDefinition(
+                    "is empty; write webhooks: followed by the list of definitions", field="webhooks"
+                )
+            )
+        elif not isinstance(data, Mapping):
+            problems.append(
+                InvalidWebhookDefinition(
+                    f"the top level must be a mapping with a 'webhooks' list, not {_kind(data)}; "
+                    "write webhooks: followed by the list of definitions",
+                    field="webhooks",
+                )
+            )
+        else:
+            problems += _top_level_problems(data)
+            listed = data.get("webhooks")
+            if isinstance(listed, Sequence) and not isinstance(listed, str | bytes):
+                items = listed
+        webhooks: list[FlowWebhook] = []
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, Mapping):
+                    item = {str(key): value for key, value in item.items()}
+                webhooks.append(FlowWebhook.from_mapping(item))
+            except InvalidWebhookDefinition as exc:
+                problems.append(
+                    InvalidWebhookDefinition(
+                        f"webhooks[{index}]: {exc}", webhook=exc.webhook, field=exc.field
+                    )
+                )
+        try:
+            check_limit(len(items), where="the file")
+        except InvalidWebhookDefinition as exc:
+            problems.append(exc)
+        try:
+            _check_unique(webhooks)
+        except InvalidWebhookDefinition as exc:
+            problems.append(exc)
+        if problems:
+            raise InvalidWebhookDefinition(
+                "\n".join(f"{source}: {problem}" for problem in problems),
+                webhook=problems[0].webhook,
+                field=problems[0].field,
+            )
+        return cls(*webhooks)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Return the contents of a definition file: ``version`` and ``webhooks``.
+
+        Fields left at their defaults are left out; ``outputs`` is a list.
+        """
+        return {
+            "version": DEFINITION_FILE_VERSION,
+            "webhooks": [w.model_dump(mode="json", exclude_defaults=True) for w in self._webhooks],
+        }
+
+    def dump(self, file_format: FileFormat = "yaml") -> str:
+        """Return a definition file that :meth:`from_file` reads back into equal definitions.
+
+        :param file_format: ``yaml`` (multi-line bodies as literal blocks) or ``json``.
+        """
+        mapping = self.to_mapping()
+        if file_format == "json":
+            return json.dumps(mapping, indent=2, ensure_ascii=False) + "\n"
+        return yaml.dump(
+            mapping, Dumper=_DefinitionDumper, sort_keys=False, allow_unicode=True, default_flow_style=False
+        )
+
     def attach(self, dag: DAG) -> DAG:
         """Wire every webhook to the DAG and return the DAG.
 
@@ -459,3 +604,188 @@ def check_limit(count: int, *, where: str) -> None:
             "or ask an administrator to raise [flow_webhook] max_webhooks_per_flow",
             field="webhooks",
         )
+
+
+_FILE_KEYS = ("version", "webhooks")
+_YAML_BOOL = "tag:yaml.org,2002:bool"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Sequence):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _top_level_problems(data: Mapping[Any, Any]) -> list[InvalidWebhookDefinition]:
+    problems = [
+        InvalidWebhookDefinition(
+            f"unknown top-level key {key!r}; a definition file has only 'webhooks' (the list) and 'version'",
+            field=str(key),
+        )
+        for key in data
+        if key not in _FILE_KEYS
+    ]
+    version = data.get("version", DEFINITION_FILE_VERSION)
+    if type(version) is not int or version != DEFINITION_FILE_VERSION:
+        problems.append(
+            InvalidWebhookDefinition(
+                f"field 'version': {version!r} is not a version this release reads; write "
+                f"version: {DEFINITION_FILE_VERSION} or leave it out",
+                field="version",
+            )
+        )
+    if "webhooks" not in data:
+        problems.append(
+            InvalidWebhookDefinition(
+                "field 'webhooks': is required; list the webhook definitions under it", field="webhooks"
+            )
+        )
+    else:
+        listed = data["webhooks"]
+        if not isinstance(listed, Sequence) or isinstance(listed, str | bytes):
+            problems.append(
+                InvalidWebhookDefinition(
+                    f"field 'webhooks': must be a list of webhook definitions, not {_kind(listed)}",
+                    field="webhooks",
+                )
+            )
+    return problems
+
+
+class _DefinitionLoader(yaml.SafeLoader):
+    """A safe YAML loader that reads booleans as YAML 1.2 does and refuses duplicate keys.
+
+    YAML 1.1 reads ``on``, ``off``, ``yes`` and ``no`` as booleans, which would turn the
+    ``on:`` field into the key ``True``; and a repeated key would silently replace a value.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice; keep one",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_DefinitionLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _YAML_BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_DefinitionLoader.add_implicit_resolver(
+    _YAML_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+class _DefinitionDumper(yaml.SafeDumper):
+    """A safe YAML dumper that writes multi-line strings (bodies) as literal blocks, without aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_DefinitionDumper.add_representer(str, _represent_str)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _file_format(path: Path, text: str) -> FileFormat:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    return "json" if text.lstrip().startswith(("{", "[")) else "yaml"
+
+
+def _parse_definitions(text: str, file_format: FileFormat, source: str) -> Any:
+    if file_format == "json":
+        try:
+            return json.loads(text, object_pairs_hook=_json_object)
+        except json.JSONDecodeError as exc:
+            raise InvalidWebhookDefinition(
+                f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+        except _DuplicateKey as exc:
+            raise InvalidWebhookDefinition(
+                f"{source}: not valid JSON: an object has the key {str(exc)!r} twice; keep one"
+            ) from None
+    try:
+        # A SafeLoader subclass: builds plain data only, never Python objects.
+        return yaml.load(text, Loader=_DefinitionLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise InvalidWebhookDefinition(f"{source}: not valid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidWebhookDefinition(f"{source}: not valid YAML: {exc}") from None
+
+
+def definition_file_schema(max_webhooks: int | None = None) -> dict[str, Any]:
+    """Return the JSON Schema (draft 2020-12) of a definition file, for editors and CI.
+
+    The schema is derived from :class:`FlowWebhook`. It cannot express every rule (unique
+    names, template references, header names); ``flow-webhook validate`` checks them all.
+
+    :param max_webhooks: the most webhooks a file may list; ``[flow_webhook]
+        max_webhooks_per_flow`` when omitted.
+    """
+    webhook = FlowWebhook.model_json_schema()
+    webhook["description"] = "One flow webhook: what to send, where, and when a run or an output ends."
+    # The rules between fields that the model's validators apply, as far as a schema can say them.
+    webhook["oneOf"] = [
+        {"required": ["conn_id"], "properties": {"conn_id": {"type": "string"}, "url": {"type": "null"}}},
+        {"required": ["url"], "properties": {"url": {"type": "string"}, "conn_id": {"type": "null"}}},
+    ]
+    webhook["if"] = {"required": ["method"], "properties": {"method": {"enum": ["GET", "DELETE"]}}}
+    webhook["then"] = {"properties": {"body": {"type": "null"}}}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Flow webhook definitions",
+        "description": (
+            "A file of flow webhook definitions, read by FlowWebhooks.from_file(). Webhook names "
+            "must be unique; flow-webhook validate checks every rule."
+        ),
+        "type": "object",
+        "properties": {
+            "version": {"const": DEFINITION_FILE_VERSION, "description": "The file format version."},
+            "webhooks": {
+                "type": "array",
+                "description": "The webhooks of one flow (DAG).",
+                "maxItems": max_webhooks if max_webhooks is not None else max_webhooks_per_flow(),
+                "items": {"$ref": "#/$defs/FlowWebhook"},
+            },
+        },
+        "required": ["webhooks"],
+        "additionalProperties": False,
+        "$defs": {"FlowWebhook": webhook},
+    }

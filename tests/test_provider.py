@@ -58,6 +58,9 @@ def test_connection_form_fields(providers_manager):
         "ca_bundle",
         "client_cert",
         "client_key",
+        "signature_scheme",
+        "previous_secret",
+        "previous_secret_expires",
         "retry_on_failure",
         "timeout",
     }

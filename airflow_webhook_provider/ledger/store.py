@@ -23,7 +23,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from airflow_webhook_provider.delivery import DeliveryResult
 from airflow_webhook_provider.exceptions import FlowWebhookError
@@ -399,6 +410,21 @@ class Ledger:
                 connection.execute(insert(attempts), attempt_rows)
         return states
 
+    @staticmethod
+    def _due(now: float) -> ColumnElement[bool]:
+        """Due: ``pending`` or ``failed``, next attempt time past, no unexpired lease held by another."""
+        return (
+            deliveries.c.state.in_(("pending", "failed"))
+            & (deliveries.c.next_attempt_at <= now)
+            & or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < now)
+        )
+
+    def count_due(self) -> int:
+        """Return how many deliveries are due now (what :meth:`claim_due` would hand out)."""
+        query = select(func.count()).select_from(deliveries).where(self._due(time.time()))
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
     def claim_due(self, owner: str, *, limit: int = 100, lease_seconds: float = 120.0) -> list[Delivery]:
         """Claim up to ``limit`` deliveries that are due, for ``owner`` alone.
 
@@ -406,12 +432,7 @@ class Ledger:
         unexpired lease held by another claimer.
         """
         now = time.time()
-        condition = (
-            deliveries.c.state.in_(("pending", "failed"))
-            & (deliveries.c.next_attempt_at <= now)
-            & or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < now)
-        )
-        query = select(deliveries).where(condition).order_by(deliveries.c.next_attempt_at).limit(limit)
+        query = select(deliveries).where(self._due(now)).order_by(deliveries.c.next_attempt_at).limit(limit)
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
         with self._transaction() as connection:
