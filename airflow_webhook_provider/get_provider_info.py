@@ -168,6 +168,14 @@ def get_provider_info() -> dict[str, Any]:
                         "example": None,
                         "default": "50",
                     },
+                    "max_body_bytes": {
+                        "description": "Largest webhook body, template or rendered, in bytes. A larger "
+                        "template is a DAG import error.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": None,
+                        "default": "1048576",
+                    },
                     "retry_budget_seconds": {
                         "description": "Total time one delivery may spend on inline attempts, "
                         "including backoff waits.",

@@ -71,6 +71,7 @@ Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 FileFormat = Literal["yaml", "json"]
 
 DEFAULT_MAX_WEBHOOKS_PER_FLOW = 50
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 #: The ``version`` of the definition files this release reads and writes.
 DEFINITION_FILE_VERSION = 1
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -318,7 +319,23 @@ class FlowWebhook(_Definition):
                 f"a body is sent only with POST, PUT or PATCH, not {self.method}; remove body or set "
                 'method="POST"',
             )
+        for field, text in (
+            ("body", self.body or ""),
+            ("url", self.url or ""),
+            *_texts(self.headers, "headers"),
+        ):
+            _check_text(field, text)
+        for field, text in _texts(self.query, "query"):
+            _check_text(field, text)
         if self.body is not None:
+            limit = max_body_bytes()
+            size = len(self.body.encode("utf-8"))
+            if size > limit:
+                raise _FieldProblem(
+                    "body",
+                    f"is {size} bytes, more than [flow_webhook] max_body_bytes ({limit}); send less, "
+                    "or ask an administrator to raise the limit",
+                )
             try:
                 template = parse_template(self.body)
                 if render_mode_for(self.declared_content_type) == "json":
@@ -366,6 +383,10 @@ class FlowWebhook(_Definition):
         return cls(**data)
 
 
+def _texts(mapping: Mapping[str, str], field: str) -> list[tuple[str, str]]:
+    return [(field, text) for pair in mapping.items() for text in pair]
+
+
 def _check_http_url(value: str) -> None:
     if _FORBIDDEN_VALUE_CHARS.search(value) or any(c.isspace() for c in value):
         raise ValueError("must not contain whitespace or control characters")
@@ -380,6 +401,27 @@ def _check_http_url(value: str) -> None:
         raise ValueError(
             "must not carry credentials (user:password@); use a flow_webhook connection with a Headers extra"
         )
+    _check_host(parts.hostname)
+    try:
+        parts.port  # noqa: B018  # urlsplit checks the port only when asked
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+
+
+def _check_host(host: str) -> None:
+    if host.startswith("[") or ":" in host:
+        return  # an IPv6 literal; urlsplit has checked the brackets
+    too_long = ValueError("host name is too long (at most 253 characters, 63 per label)")
+    if len(host) > 253 or any(len(label) > 63 for label in host.split(".")):
+        raise too_long
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(
+            f"host {host[:60]!r} is not a valid internationalised domain name; check the spelling"
+        ) from None
+    if len(ascii_host) > 253 or any(len(label) > 63 for label in ascii_host.split(".")):
+        raise too_long
 
 
 _FIELD_ORDER = tuple(FlowWebhook.model_fields)
@@ -405,6 +447,25 @@ def _definition_error(exc: ValidationError, data: Mapping[str, Any]) -> InvalidW
         first_field = first_field or field
         problems.append(f"field {field!r}: {message}")
     return InvalidWebhookDefinition(f"{label}: {'; '.join(problems)}", webhook=name, field=first_field)
+
+
+def max_body_bytes() -> int:
+    """Return ``[flow_webhook] max_body_bytes`` from Airflow's config (default 1 MiB)."""
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:
+        return DEFAULT_MAX_BODY_BYTES
+    return int(conf.getint("flow_webhook", "max_body_bytes", fallback=DEFAULT_MAX_BODY_BYTES))
+
+
+def _check_text(field: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _FieldProblem(
+            field,
+            f"has a character at position {exc.start} that is not valid UTF-8 (a lone surrogate); remove it",
+        ) from None
 
 
 def max_webhooks_per_flow() -> int:
