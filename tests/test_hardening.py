@@ -291,3 +291,41 @@ class TestTLS:
             )
             assert deliver("mtls").delivered
             assert len(receiver.wait_for(1)) == 1
+
+
+def test_a_huge_response_is_not_drained(monkeypatch):
+    """The receiver offers 50 MiB; the sender reads 64 KiB, keeps 4 KiB, and hangs up."""
+    offered = 50 * 1024 * 1024
+    sent = [0]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(10)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % offered)
+            chunk = b"z" * 65536
+            try:
+                while sent[0] < offered:
+                    conn.sendall(chunk)
+                    sent[0] += len(chunk)
+            except OSError:
+                pass  # the sender closed the connection
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_HUGE", flow_webhook_connection(f"http://127.0.0.1:{server.getsockname()[1]}/")
+        )
+        result = deliver("huge", policy=RetryPolicy(max_attempts=1))
+        thread.join(timeout=20)
+    finally:
+        server.close()
+    assert result.delivered
+    assert len(result.attempts[0].response_excerpt) == 4096
+    assert not thread.is_alive()
+    assert sent[0] < offered / 4, f"the receiver pushed {sent[0]} bytes: the response was drained"
