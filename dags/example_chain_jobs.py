@@ -18,6 +18,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
+from airflow_webhook_provider import FlowWebhook, FlowWebhooks
 from airflow_webhook_provider.operators.flow_webhook import FlowWebhookOperator
 
 
@@ -61,6 +62,23 @@ def example_chain_jobs() -> None:
 chain_jobs = example_chain_jobs()
 
 
-# --- Flow webhooks -------------------------------------------------------------------
-# Notifications about this DAG's runs (such as a Slack message when a run fails) are
-# attached to ``chain_jobs`` here.
+# A Slack-style message whenever anything in the chain fails: job A, the start of job B,
+# or job B itself (when the wait ends Failed or Canceled). Set up a Flow Webhook
+# connection named ``slack_webhook`` with the incoming-webhook URL.
+FlowWebhooks(
+    FlowWebhook(
+        name="slack-on-failure",
+        conn_id="slack_webhook",
+        on="failure",
+        headers={"Content-Type": "application/json"},
+        body='{"text": "Job $jobId has completed. Status: $jobStatus."}',
+    ),
+    FlowWebhook(
+        name="slack-on-job-b-failure",
+        conn_id="slack_webhook",
+        on="failure",
+        outputs=["start_job_b"],
+        headers={"Content-Type": "application/json"},
+        body='{"text": "Job B of $jobId did not complete: $outputName is $jobStatus. $jobUrl"}',
+    ),
+).attach(chain_jobs)

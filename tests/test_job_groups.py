@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from airflow.sdk import Connection
@@ -810,10 +811,23 @@ class TestExampleChainJobsDag:
             TaskInstanceState.SUCCESS,
         ]
 
-    def test_starts_the_recovery_job_when_job_a_failed(self, server: JobGroupsServer, dag_file: Any) -> None:
+    def test_starts_the_recovery_job_when_job_a_failed(
+        self, server: JobGroupsServer, dag_file: Any, receiver: Any, connect: Any
+    ) -> None:
         server.known_datasets.add(5)
+        connect("slack_webhook")
 
         dag_run = self.load(dag_file).test(run_conf={"simulate_failure": True})
+
+        # The Slack-style webhooks: one for the failed run, one for job B that never started.
+        receiver.wait_for(2, timeout=30)
+        texts = sorted(json.loads(r.body)["text"] for r in receiver.wait_for(3, timeout=1))
+        assert texts == [
+            f"Job B of {dag_run.run_id} did not complete: start_job_b is upstream_failed. "
+            f"http://127.0.0.1:8080/dags/example_chain_jobs/runs/{quote(dag_run.run_id, safe='')}",
+            f"Job {dag_run.run_id} has completed. Status: failed.",
+        ]
+        assert all(r.signature_valid for r in receiver.requests)
 
         states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
         assert states == {
