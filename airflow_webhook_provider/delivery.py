@@ -21,6 +21,7 @@ import email.utils
 import functools
 import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -397,9 +398,19 @@ def _retry_after_seconds(value: str | None, *, now: float) -> float | None:
     return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER_SECONDS)
 
 
+_QUERY_STRING = re.compile(r"\?[^\s'\")]*")
+
+
 def _describe_error(exc: BaseException) -> str:
-    # Exception texts from urllib3 can be long and repeat the URL; the class says most.
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    """Describe a transport error without the request's path or query, which may carry a token.
+
+    requests wraps urllib3's ``MaxRetryError`` ("... with url: /path?query"); its
+    ``reason`` names only host, port and what went wrong.
+    """
+    wrapped = exc.args[0] if exc.args else None
+    reason = getattr(wrapped, "reason", None)
+    text = str(reason if reason is not None else exc)
+    text = _QUERY_STRING.sub("?***", text.splitlines()[0] if text else "")
     return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 

@@ -329,3 +329,24 @@ def test_a_huge_response_is_not_drained(monkeypatch):
     assert len(result.attempts[0].response_excerpt) == 4096
     assert not thread.is_alive()
     assert sent[0] < offered / 4, f"the receiver pushed {sent[0]} bytes: the response was drained"
+
+
+def test_transport_errors_never_echo_the_url_query(monkeypatch, caplog):
+    """urllib3's text repeats the request path and query ("with url: /hook?token=..."); ours must not."""
+    import logging
+
+    from airflow_webhook_provider.ledger import open_ledger
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here
+    token = "q-token-73be0a"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LEAKY", flow_webhook_connection(f"http://127.0.0.1:{port}/hook?token={token}&team=data")
+    )
+    with caplog.at_level(logging.DEBUG):
+        (result,) = dispatch([(FlowWebhook(name="leaky", conn_id="leaky"), EVENT)], retry_policy=FAST)
+    row = open_ledger().get(result.delivery_id)
+    assert "Connection refused" in result.error
+    assert token not in result.error and token not in row.last_error and token not in row.url
+    assert token not in caplog.text

@@ -21,6 +21,7 @@ from airflow_webhook_provider.delivery import (
 from airflow_webhook_provider.egress import DEFAULT_FORBIDDEN_NETWORKS, EgressPolicy
 from airflow_webhook_provider.exceptions import FlowWebhookError, InvalidConnection
 from airflow_webhook_provider.models import JobEvent
+from airflow_webhook_provider.redaction import sensitive_query_values
 from airflow_webhook_provider.signing import standard_key
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ class FlowWebhookHook(BaseHook):
                         conn_id=conn_id,
                         field="password" if label == "Secret key" else "previous_secret",
                     ) from None
-        _mask(conn.password, previous_secret, *headers.values())
+        _mask(conn.password, previous_secret, *headers.values(), *sensitive_query_values(url))
         return Endpoint(
             url=url,
             method=method,

@@ -21,7 +21,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import (
     ColumnElement,
@@ -39,6 +38,7 @@ from sqlalchemy import (
 from airflow_webhook_provider.delivery import DeliveryResult
 from airflow_webhook_provider.exceptions import FlowWebhookError
 from airflow_webhook_provider.ledger.schema import SCHEMA_VERSION, attempts, deliveries, metadata, schema_info
+from airflow_webhook_provider.redaction import redact_url
 
 __all__ = [
     "AttemptRecord",
@@ -50,41 +50,11 @@ __all__ = [
     "redact_url",
 ]
 
-#: Query parameters whose values never reach the ledger or the UI.
-SENSITIVE_QUERY_KEYS = (
-    "token",
-    "secret",
-    "key",
-    "password",
-    "passwd",
-    "sig",
-    "signature",
-    "auth",
-    "code",
-    "credential",
-)
 EXCERPT_LIMIT = 4096
 
 
 class LedgerError(FlowWebhookError):
     """The ledger cannot be opened or is newer than this release understands."""
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` without user info, and with the values of sensitive query parameters masked.
-
-    :param url: a full URL.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    query = [
-        (key, "***" if any(word in key.lower() for word in SENSITIVE_QUERY_KEYS) else value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 @dataclass(frozen=True)
