@@ -1,0 +1,231 @@
+"""The web app behind the Webhooks tab, mounted in Airflow's API server at ``/flow-webhooks``.
+
+Routes (``dag_id`` and ``run_id`` travel in the query string, so a run id survives
+whatever characters it holds)::
+
+    GET  /run?dag_id=&run_id=[&theme=light|dark]              the tab: the run's deliveries
+    GET  /run/attempts?dag_id=&run_id=&delivery_id=&offset=   one delivery's attempts (HTML fragment)
+    POST /run/redeliver?dag_id=&run_id=&delivery_id=          replay one delivery now
+
+Authentication and authorisation are Airflow's own (``airflow.api_fastapi.core_api.security``):
+a Bearer token or the UI's ``_token`` session cookie identifies the user (none: 401), and
+the auth manager decides per DAG: reading needs ``GET`` on the DAG's runs, redelivering
+``PUT`` (edit) on them (refused: 403). A delivery is only reachable through the run it
+belongs to, so access to one DAG never reaches another DAG's deliveries.
+
+Redeliver changes state, so it is POST only and refuses what another site could send
+(403): it requires the ``X-Requested-With: flow-webhooks-tab`` header, which a cross-site
+form cannot set and a cross-origin script cannot send without a CORS preflight; an
+``Origin`` other than the API server's own; and a ``Sec-Fetch-Site`` other than
+``same-origin``. (The session cookie is ``SameSite=Lax``, which still lets a page on another
+port of the same host post with it: that is what these checks stop.)
+
+Pages carry a Content-Security-Policy that runs only the page's own inline script and
+style (by nonce), and may be framed only by the Airflow UI (``frame-ancestors 'self'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from airflow.sdk.configuration import conf
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from airflow_webhook_provider.exceptions import FlowWebhookError
+from airflow_webhook_provider.ledger import Delivery, Ledger, LedgerError, open_ledger
+from airflow_webhook_provider.ledger.redelivery import replay
+from airflow_webhook_provider.plugins.page import (
+    ATTEMPTS_PAGE_SIZE,
+    CSRF_HEADER,
+    CSRF_VALUE,
+    MAX_DELIVERIES,
+    TabUrls,
+    Theme,
+    render_attempts,
+    render_delivery,
+    render_page,
+    render_summary,
+)
+
+__all__ = ["app", "require_same_origin"]
+
+log = logging.getLogger(__name__)
+
+_can_read = requires_access_dag("GET", DagAccessEntity.RUN)
+_can_edit = requires_access_dag("PUT", DagAccessEntity.RUN)
+
+DagId = Annotated[str, Query(min_length=1, description="the DAG")]
+RunId = Annotated[str, Query(min_length=1, description="the DAG run")]
+DeliveryId = Annotated[str, Query(min_length=1, description="the delivery")]
+
+app = FastAPI(title="Flow webhooks tab", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _is_own_origin(origin: str, request: Request) -> bool:
+    """Whether ``origin`` is the API server itself: as the browser reached it, or as ``[api] base_url`` names it."""
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    if parts.netloc == request.headers.get("host"):
+        return True
+    base = urlsplit(conf.get("api", "base_url", fallback="") or "")
+    return bool(base.netloc) and (parts.scheme, parts.netloc) == (base.scheme, base.netloc)
+
+
+def require_same_origin(request: Request) -> None:
+    """Refuse a state-changing request that a page of another site could have sent.
+
+    :raises HTTPException: 403 when the request lacks the tab's header, or comes from another origin.
+    """
+    if request.headers.get(CSRF_HEADER) != CSRF_VALUE:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"Refused: the request lacks the header {CSRF_HEADER}: {CSRF_VALUE}, which the Webhooks tab "
+            "sends and a form on another site cannot.",
+        )
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site != "same-origin":
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"Refused: the browser marked this request {fetch_site} (Sec-Fetch-Site); redeliver from the "
+            "Webhooks tab of the Airflow UI.",
+        )
+    origin = request.headers.get("origin")
+    if origin is not None and not _is_own_origin(origin, request):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"Refused: the request comes from {origin}, not from this Airflow API server.",
+        )
+
+
+def _ledger() -> Ledger:
+    try:
+        return open_ledger()
+    except FlowWebhookError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"The flow webhook ledger cannot be opened: {exc}"
+        ) from exc
+
+
+def _delivery_of_run(ledger: Ledger, delivery_id: str, dag_id: str, run_id: str) -> Delivery:
+    delivery = ledger.get(delivery_id)
+    if delivery is None or (delivery.dag_id, delivery.run_id) != (dag_id, run_id):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"No delivery {delivery_id} for run {run_id} of DAG {dag_id}."
+        )
+    return delivery
+
+
+def _urls(request: Request, dag_id: str, run_id: str) -> TabUrls:
+    # Starlette puts the mount path (and any outer root path) into root_path.
+    return TabUrls(base=str(request.scope.get("root_path", "")), dag_id=dag_id, run_id=run_id)
+
+
+def _may_redeliver(request: Request, user: Any) -> bool:
+    try:
+        _can_edit(request, user)
+    except HTTPException:
+        return False
+    return True
+
+
+def _headers(nonce: str | None = None) -> dict[str, str]:
+    code = f"'nonce-{nonce}'" if nonce else "'none'"
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src {code}; style-src {code}; connect-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+    }
+
+
+@app.get("/run", response_class=HTMLResponse, dependencies=[Depends(_can_read)])
+def run_page(
+    request: Request, user: GetUserDep, dag_id: DagId, run_id: RunId, theme: Theme | None = None
+) -> HTMLResponse:
+    """Return the Webhooks tab of one DAG run."""
+    rows = _ledger().deliveries(dag_id=dag_id, run_id=run_id, limit=MAX_DELIVERIES + 1)
+    nonce = secrets.token_urlsafe(18)
+    page = render_page(
+        dag_id=dag_id,
+        run_id=run_id,
+        deliveries=rows[:MAX_DELIVERIES],
+        urls=_urls(request, dag_id, run_id),
+        can_redeliver=_may_redeliver(request, user),
+        truncated=len(rows) > MAX_DELIVERIES,
+        nonce=nonce,
+        theme=theme,
+    )
+    return HTMLResponse(page, headers=_headers(nonce))
+
+
+@app.get("/run/attempts", response_class=HTMLResponse, dependencies=[Depends(_can_read)])
+def attempts_page(
+    request: Request,
+    dag_id: DagId,
+    run_id: RunId,
+    delivery_id: DeliveryId,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> HTMLResponse:
+    """Return one page of a delivery's attempts, newest first."""
+    ledger = _ledger()
+    delivery = _delivery_of_run(ledger, delivery_id, dag_id, run_id)
+    newest_first = ledger.attempts(delivery_id)[::-1]
+    end = offset + ATTEMPTS_PAGE_SIZE
+    more = _urls(request, dag_id, run_id).attempts(delivery_id, end) if end < len(newest_first) else None
+    fragment = render_attempts(
+        newest_first[offset:end],
+        total=len(newest_first),
+        offset=offset,
+        more_url=more,
+        same_day_as=delivery.created_at,
+    )
+    return HTMLResponse(fragment, headers=_headers())
+
+
+@app.post("/run/redeliver", dependencies=[Depends(_can_edit), Depends(require_same_origin)])
+def redeliver(
+    request: Request, user: GetUserDep, dag_id: DagId, run_id: RunId, delivery_id: DeliveryId
+) -> JSONResponse:
+    """Send one delivery again now (same delivery id, fresh signature) and return its new row."""
+    ledger = _ledger()
+    _delivery_of_run(ledger, delivery_id, dag_id, run_id)
+    try:
+        result = replay(delivery_id, ledger)
+    except LedgerError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    delivery = ledger.get(delivery_id)
+    run = ledger.deliveries(dag_id=dag_id, run_id=run_id, limit=MAX_DELIVERIES + 1)
+    if result is None or delivery is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Delivery {delivery_id} disappeared from the ledger.")
+    log.info(
+        "User %s redelivered %s (%s) of %s/%s: %s",
+        user.get_name(),
+        delivery_id,
+        delivery.webhook,
+        dag_id,
+        run_id,
+        result.summary(),
+    )
+    return JSONResponse(
+        {
+            "delivery_id": delivery_id,
+            "webhook": delivery.webhook,
+            "delivered": result.delivered,
+            "summary": result.summary(),
+            "state": delivery.state,
+            "attempts": delivery.attempts,
+            "html": render_delivery(delivery, urls=_urls(request, dag_id, run_id), can_redeliver=True),
+            "summary_html": render_summary(run[:MAX_DELIVERIES], truncated=len(run) > MAX_DELIVERIES),
+        },
+        headers=_headers(),
+    )
