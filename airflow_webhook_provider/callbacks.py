@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -55,8 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Most messages sent at once for one event.
-MAX_CONCURRENCY = 50
 #: How much longer than its retry budget an inline sender holds its pending rows.
 LEASE_MARGIN_SECONDS = 10.0
 _TASK_CALLBACKS: tuple[tuple[Event, str], ...] = (
@@ -282,7 +279,7 @@ def dispatch(
     :param retry_policy: inline retry limits; from config when omitted.
     :return: the results of the messages that could be built.
     """
-    from airflow_webhook_provider.delivery import shared_sender
+    from airflow_webhook_provider.delivery import fan_out, shared_sender
     from airflow_webhook_provider.ledger.redelivery import owner_name
 
     if not planned:
@@ -317,13 +314,7 @@ def dispatch(
             ledger = None
 
     sender = shared_sender()
-    if len(jobs) == 1:
-        results = [sender.send(jobs[0][2], jobs[0][3], policy)]
-    else:
-        with ThreadPoolExecutor(
-            max_workers=min(MAX_CONCURRENCY, len(jobs)), thread_name_prefix="flow-webhook"
-        ) as pool:
-            results = list(pool.map(lambda job: sender.send(job[2], job[3], policy), jobs))
+    results = fan_out(lambda job: sender.send(job[2], job[3], policy), jobs)
 
     if ledger is not None:
         from airflow_webhook_provider.ledger import schedule_from_config

@@ -20,14 +20,16 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
+import os
 import random
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
@@ -70,6 +72,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SignatureScheme = Literal["webhook", "standard", "both"]
+_Job = TypeVar("_Job")
+_Result = TypeVar("_Result")
 
 USER_AGENT = f"airflow-webhook-provider/{__version__}"
 #: Most bytes read from a response; the rest is never downloaded.
@@ -437,6 +441,26 @@ class WebhookSender:
         self.session = session or _pooled_session()
         self._sleep = sleep
         self._clock = clock
+        self._environments: dict[tuple[str, str, object, object], dict[str, Any]] = {}
+
+    def _environment(self, url: str, endpoint: Endpoint) -> dict[str, Any]:
+        """Return proxies, verify and cert for a receiver, reading the environment once per receiver."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, endpoint.verify, endpoint.cert)
+        settings = self._environments.get(key)
+        if settings is None:
+            verify = endpoint.verify
+            if verify is True:
+                verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            settings = {
+                "proxies": requests.utils.get_environ_proxies(url),
+                "verify": verify,
+                "cert": endpoint.cert,
+            }
+            if len(self._environments) > 256:
+                self._environments.clear()
+            self._environments[key] = settings
+        return settings
 
     def send(
         self, endpoint: Endpoint, message: OutgoingMessage, policy: RetryPolicy | None = None
@@ -515,9 +539,7 @@ class WebhookSender:
                         endpoint.secret, message.delivery_id, body or b"", previous_secrets=previous
                     )
                 )
-        settings = self.session.merge_environment_settings(
-            prepared.url, {}, True, endpoint.verify, endpoint.cert
-        )
+        settings = self._environment(prepared.url or message.url, endpoint)
         timeout = max(timeout, 0.001)
         # A silent receiver trips the read timeout first; the deadline stops one that drips.
         deadline = timeout + DEADLINE_GRACE_SECONDS
@@ -551,6 +573,7 @@ class WebhookSender:
                 raw = b""
                 log.debug("Reading the response failed: %s", _describe_error(exc))
             finally:
+                context.finish()  # before the connection returns to the pool
                 response.close()
         excerpt = raw[:RESPONSE_EXCERPT_CHARS].decode("utf-8", errors="replace")
         retry_after = _retry_after_seconds(response.headers.get("Retry-After"), now=time.time())
@@ -560,6 +583,9 @@ class WebhookSender:
 
 def _pooled_session() -> requests.Session:
     session = requests.Session()
+    # Environment settings are read once per receiver (see WebhookSender._environment), and
+    # ~/.netrc credentials must never be sent to a webhook receiver.
+    session.trust_env = False
     adapter = GuardedAdapter(pool_connections=16, pool_maxsize=POOL_SIZE, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -567,6 +593,7 @@ def _pooled_session() -> requests.Session:
 
 
 _shared: WebhookSender | None = None
+_pool: ThreadPoolExecutor | None = None
 _shared_lock = threading.Lock()
 
 
@@ -577,3 +604,27 @@ def shared_sender() -> WebhookSender:
         if _shared is None:
             _shared = WebhookSender()
         return _shared
+
+
+def fan_out(send: Callable[[_Job], _Result], jobs: Sequence[_Job]) -> list[_Result]:
+    """Run ``send`` on every job at once (up to :data:`POOL_SIZE`), in order, on the process's pool.
+
+    The pool's threads outlive one event, so a fan-out does not pay for starting 50 threads.
+    """
+    global _pool
+    if len(jobs) <= 1:
+        return [send(job) for job in jobs]
+    with _shared_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="flow-webhook")
+        pool = _pool
+    return list(pool.map(send, jobs))
+
+
+def _forget_after_fork() -> None:
+    # A forked child has neither the parent's pool threads nor a right to its sockets.
+    global _shared, _pool, _shared_lock
+    _shared, _pool, _shared_lock = None, None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

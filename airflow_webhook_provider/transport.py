@@ -12,9 +12,13 @@ opens and uses connections in the thread that sends.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
+import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -43,22 +47,72 @@ class AttemptContext:
     def __init__(self, policy: EgressPolicy, deadline_seconds: float) -> None:
         self.policy = policy
         self.deadline_seconds = deadline_seconds
+        self.deadline_at = time.monotonic() + deadline_seconds
         self.deadline_hit = False
+        self.finished = False
         self._connections: list[HTTPConnection] = []
-        self._timer = threading.Timer(deadline_seconds, self._expire)
-        self._timer.daemon = True
+        self._lock = threading.Lock()
 
     def watch(self, connection: HTTPConnection) -> None:
         """Close ``connection`` if it is still in use when the deadline passes."""
         self._connections.append(connection)
 
-    def _expire(self) -> None:
-        self.deadline_hit = True
-        for connection in self._connections:
-            sock = getattr(connection, "sock", None)
-            if sock is not None:
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+    def finish(self) -> None:
+        """End the attempt; call before its connection goes back to the pool for others to use."""
+        with self._lock:
+            self.finished = True
+            self._connections = []
+
+    def expire(self) -> None:
+        """Shut the attempt's sockets down: every blocked read or write in it fails at once."""
+        with self._lock:
+            if self.finished:
+                return
+            self.deadline_hit = True
+            for connection in self._connections:
+                sock = getattr(connection, "sock", None)
+                if sock is not None:
+                    with suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One thread that expires every overdue attempt of the process (a thread per attempt costs more)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, AttemptContext]] = []
+        self._wake = threading.Condition()
+        self._counter = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, context: AttemptContext) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (context.deadline_at, next(self._counter), context))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="flow-webhook-deadlines", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].finished or self._heap[0][0] <= now):
+                    _, _, context = heapq.heappop(self._heap)
+                    context.expire()
+                timeout = self._heap[0][0] - now if self._heap else None
+                self._wake.wait(timeout)
+
+
+_watchdog = _Watchdog()
+
+
+def _reset_after_fork() -> None:
+    global _watchdog
+    _watchdog = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @contextmanager
@@ -67,11 +121,11 @@ def attempt_context(policy: EgressPolicy, deadline_seconds: float) -> Iterator[A
     context = AttemptContext(policy, deadline_seconds)
     previous = getattr(_local, "context", None)
     _local.context = context
-    context._timer.start()
+    _watchdog.add(context)
     try:
         yield context
     finally:
-        context._timer.cancel()
+        context.finish()
         _local.context = previous
 
 

@@ -12,7 +12,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from airflow_webhook_provider.delivery import (
@@ -22,6 +21,7 @@ from airflow_webhook_provider.delivery import (
     OutgoingMessage,
     RetryPolicy,
     assemble,
+    fan_out,
     shared_sender,
 )
 from airflow_webhook_provider.ledger import (
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: How long a claimer may hold a delivery before others may take it over.
 LEASE_SECONDS = 120.0
-_CONCURRENCY = 50
 
 
 def owner_name() -> str:
@@ -114,11 +113,7 @@ def _send(
         result = sender.send(endpoint, message, RetryPolicy(max_attempts=1, budget_seconds=endpoint.timeout))
         return row, result, endpoint.retry_on_failure and result.retryable
 
-    if jobs:
-        with ThreadPoolExecutor(
-            max_workers=min(_CONCURRENCY, len(jobs)), thread_name_prefix="redeliver"
-        ) as pool:
-            outcomes.extend(pool.map(send_one, jobs))
+    outcomes.extend(fan_out(send_one, jobs))
     states = ledger.record_outcomes(
         [(row.id, result, retry) for row, result, retry in outcomes], source=source, schedule=schedule
     )
