@@ -26,6 +26,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    bindparam,
     create_engine,
     event,
     func,
@@ -336,16 +337,20 @@ class Ledger:
         with self._transaction() as connection:
             ids = [delivery_id for delivery_id, _, _ in outcomes]
             current = {
-                row.id: (row.attempts, row.created_at)
+                row.id: (row.attempts, row.created_at, row.delivered_at)
                 for row in connection.execute(
-                    select(deliveries.c.id, deliveries.c.attempts, deliveries.c.created_at).where(
-                        deliveries.c.id.in_(ids)
-                    )
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.attempts,
+                        deliveries.c.created_at,
+                        deliveries.c.delivered_at,
+                    ).where(deliveries.c.id.in_(ids))
                 )
             }
             attempt_rows: list[dict[str, Any]] = []
+            delivery_rows: list[dict[str, Any]] = []
             for delivery_id, result, retry_later in outcomes:
-                made, created_at = current[delivery_id]
+                made, created_at, delivered_at = current[delivery_id]
                 for offset, attempt in enumerate(result.attempts, start=1):
                     attempt_rows.append(
                         {
@@ -361,12 +366,12 @@ class Ledger:
                     )
                 total = made + len(result.attempts)
                 values: dict[str, Any] = {
+                    "row_id": delivery_id,
                     "attempts": total,
                     "last_status": result.status_code,
                     "last_error": result.error,
                     "updated_at": now,
-                    "claimed_by": None,
-                    "claimed_until": None,
+                    "delivered_at": delivered_at,
                 }
                 if result.delivered:
                     values.update(state="delivered", delivered_at=now, next_attempt_at=None)
@@ -378,7 +383,18 @@ class Ledger:
                     next_at = schedule.next_attempt_at(total, result.retry_after_seconds, now)
                     values.update(state="failed", next_attempt_at=next_at)
                 states[delivery_id] = values["state"]
-                connection.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+                # Bind names may not equal column names in an UPDATE's SET clause.
+                delivery_rows.append({f"new_{name}": value for name, value in values.items()})
+            # One statement for the whole batch: every row sets the same columns.
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("new_row_id"))
+                .values(
+                    {name[4:]: bindparam(name) for name in delivery_rows[0] if name != "new_row_id"}
+                    | {"claimed_by": None, "claimed_until": None}
+                ),
+                delivery_rows,
+            )
             if attempt_rows:
                 connection.execute(insert(attempts), attempt_rows)
         return states
