@@ -21,13 +21,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from airflow_webhook_provider.delivery import (
-    DeliveryResult,
-    Endpoint,
-    OutgoingMessage,
-    RetryPolicy,
-    build_message,
-)
 from airflow_webhook_provider.exceptions import InvalidWebhookDefinition
 from airflow_webhook_provider.models import (
     Event,
@@ -41,6 +34,7 @@ if TYPE_CHECKING:
     from airflow.sdk import DAG
     from airflow.sdk.definitions.context import Context
 
+    from airflow_webhook_provider.delivery import DeliveryResult, Endpoint, OutgoingMessage, RetryPolicy
     from airflow_webhook_provider.ledger import Ledger, NewDelivery
 
 __all__ = [
@@ -211,6 +205,7 @@ def logical_date_of(context: Mapping[str, Any]) -> str:
 
 def _endpoint_for(webhook: FlowWebhook, endpoints: dict[str, Endpoint]) -> Endpoint:
     if webhook.url is not None:
+        from airflow_webhook_provider.delivery import Endpoint
         from airflow_webhook_provider.hooks.flow_webhook import egress_policy_from_config
 
         return Endpoint(url=webhook.url, name="url", egress=egress_policy_from_config())
@@ -279,7 +274,9 @@ def dispatch(
     :param retry_policy: inline retry limits; from config when omitted.
     :return: the results of the messages that could be built.
     """
-    from airflow_webhook_provider.delivery import fan_out, shared_sender
+    # Imported here, not at module level: DAG files import this module to attach, and the
+    # sending machinery (requests, urllib3) would cost every DAG parse.
+    from airflow_webhook_provider.delivery import build_message, fan_out, shared_sender
     from airflow_webhook_provider.ledger.redelivery import owner_name
 
     if not planned:
