@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check airflow_webhook_provider tests dags scripts examples
-.venv/bin/ruff format --check airflow_webhook_provider tests dags scripts examples
+.venv/bin/ruff check airflow_webhook_provider tests dags scripts examples benchmarks
+.venv/bin/ruff format --check airflow_webhook_provider tests dags scripts examples benchmarks
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"
