@@ -33,9 +33,11 @@ CPU_LABELS = {
     "dispatch_single": "dispatch of one message, end to end",
     "connection_lookup": "connection lookup (FlowWebhookHook.endpoint)",
     "config_reads": "config reads + open_ledger",
-    "thread_pool_start": "new ThreadPoolExecutor(50) + 50 no-op tasks",
-    "deadline_timer": "attempt_context (deadline Timer thread)",
-    "proxy_settings": "merge_environment_settings (proxies from env)",
+    "pool_handoff": "fan_out of 50 no-op jobs on the process's pool",
+    "new_thread_pool": "for reference: a new ThreadPoolExecutor(50) per fan-out",
+    "deadline_timer": "attempt_context (deadline watchdog)",
+    "proxy_settings": "environment settings (proxies, CA bundle; cached per receiver)",
+    "proxy_settings_uncached": "for reference: merge_environment_settings, uncached",
 }
 
 
@@ -63,7 +65,7 @@ CHART_LABELS = {
         "our_send": "our send",
         "dispatch_single": "dispatch of one message",
         "deadline_timer": "deadline timer (per attempt)",
-        "proxy_settings": "proxy env (per attempt)",
+        "proxy_settings": "proxy/CA env (per attempt, cached)",
     },
 }
 

@@ -234,9 +234,6 @@ class TestRetries:
 
                 return requests.Session().prepare_request(request)
 
-            def merge_environment_settings(self, url, proxies, stream, verify, cert):
-                return {"verify": verify, "proxies": {}, "cert": None}
-
             def send(self, prepared, **kwargs):
                 import requests
 

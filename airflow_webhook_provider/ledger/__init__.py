@@ -19,8 +19,8 @@ from airflow_webhook_provider.ledger.store import (
     LedgerError,
     NewDelivery,
     RedeliverySchedule,
-    redact_url,
 )
+from airflow_webhook_provider.redaction import redact_url
 
 __all__ = [
     "AttemptRecord",
