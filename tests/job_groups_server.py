@@ -151,6 +151,12 @@ class JobGroupsServer:
         """Return an answer with any body, sent after ``delay_seconds``, for :meth:`answer_next`."""
         return _Answer(status, body, content_type, delay_seconds)
 
+    def finish_all(self, status: str) -> None:
+        """End every job group started so far with ``status`` (for jobs started with ``final_status=None``)."""
+        with self._lock:
+            for job_group in self._job_groups.values():
+                job_group.final_status = status
+
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
         """Return the recorded requests with this method and path (query ignored)."""
         with self._lock:

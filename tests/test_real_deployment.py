@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -170,3 +171,84 @@ def test_run_and_output_webhooks_fire_from_scheduler_and_dag_processor(tmp_path:
             and not (name.endswith("scheduler.log") and line.rstrip().endswith("[task.stdout]"))
         ]
         assert not leaks, f"{value!r} leaked: {leaks}"
+
+
+DEFERRING_DAG = """
+import datetime
+from airflow.sdk import DAG, task
+from airflow_webhook_provider.operators.flow_webhook import FlowWebhookOperator
+
+with DAG("real_deferral", schedule=None, start_date=datetime.datetime(2024, 1, 1), catchup=False) as dag:
+    FlowWebhookOperator(
+        task_id="start_job_b",
+        job_groups_conn_id="job_groups_default",
+        wrangled_dataset_id=4,
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=1,
+        timeout=300,
+    )
+
+    @task
+    def meanwhile():
+        return "ran while job B was running"
+
+    meanwhile()
+"""
+
+
+def test_deferred_wait_runs_in_the_real_triggerer_and_frees_the_worker_slot(tmp_path: Path) -> None:
+    """
+    With [core] parallelism = 1 there is one worker slot. ``meanwhile`` can only run while
+    ``start_job_b`` waits if the wait left the slot: the job group stays InProgress until the
+    test has seen ``meanwhile`` succeed beside a deferred ``start_job_b``.
+    """
+    from tests.job_groups_server import JobGroupsServer
+    from tests.test_job_groups import TOKEN, job_groups_connection
+
+    dags_folder = tmp_path / "dags"
+    dags_folder.mkdir()
+    (dags_folder / "real_deferral.py").write_text(DEFERRING_DAG)
+
+    with JobGroupsServer(token=TOKEN, final_status=None) as api:
+        env = {
+            "AIRFLOW_CONN_JOB_GROUPS_DEFAULT": job_groups_connection(api.base_url),
+            "AIRFLOW__CORE__PARALLELISM": "1",
+        }
+        with AirflowDeployment(tmp_path, dags_folder, extra_env=env) as airflow:
+            airflow.start("api-server", "scheduler", "dag-processor", "triggerer")
+            airflow.wait_for_dag("real_deferral", timeout=240)
+            run_id = airflow.trigger("real_deferral")
+
+            def polls() -> int:
+                return len(api.requests_to("GET", "/v4/jobGroups/101/status"))
+
+            states: dict[str, str | None] = {}
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                states = airflow.task_states("real_deferral", run_id)
+                if states == {"start_job_b": "deferred", "meanwhile": "success"}:
+                    break
+                time.sleep(1)
+            assert states == {"start_job_b": "deferred", "meanwhile": "success"}, states
+
+            # While the task instance stays deferred no worker runs it, yet the status keeps
+            # being polled: the triggerer is doing the waiting.
+            seen = polls()
+            deadline = time.monotonic() + 60
+            while polls() < seen + 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert polls() >= seen + 2
+            assert airflow.task_states("real_deferral", run_id)["start_job_b"] == "deferred"
+
+            api.finish_all("Complete")
+            assert airflow.wait_for_run("real_deferral", run_id, timeout=180) == "success"
+            xcom = airflow.api(
+                "GET",
+                f"/api/v2/dags/real_deferral/dagRuns/{run_id}/taskInstances/start_job_b/xcomEntries/return_value",
+            )
+            triggerer_log = airflow.log_tail("triggerer", n=2000)
+
+    assert xcom.status_code == 200 and str(xcom.json()["value"]) == "101"
+    assert [r.json() for r in api.requests_to("POST", "/v4/jobGroups")] == [{"wrangledDataset": {"id": 4}}]
+    assert TOKEN not in triggerer_log
