@@ -76,6 +76,10 @@ class AttemptContext:
                         sock.shutdown(socket.SHUT_RDWR)
 
 
+#: Heap size at which finished attempts are swept out in one pass.
+_COMPACT_AT = 1024
+
+
 class _Watchdog:
     """One thread that expires every overdue attempt of the process (a thread per attempt costs more)."""
 
@@ -87,11 +91,18 @@ class _Watchdog:
 
     def add(self, context: AttemptContext) -> None:
         with self._wake:
+            if len(self._heap) >= _COMPACT_AT:
+                # Finished attempts leave the heap only from its top; drop them in bulk.
+                self._heap = [entry for entry in self._heap if not entry[2].finished]
+                heapq.heapify(self._heap)
             heapq.heappush(self._heap, (context.deadline_at, next(self._counter), context))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="flow-webhook-deadlines", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if self._heap[0][2] is context:
+                # Only an earlier deadline moves the watchdog's wake-up; waking it for every
+                # attempt costs a thread switch per request.
+                self._wake.notify()
 
     def _run(self) -> None:
         with self._wake:
