@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -39,15 +40,20 @@ _TEST_EVENT = JobEvent(flow_id="test", job_id="test", job_status="test")
 def egress_policy_from_config() -> EgressPolicy:
     """Return the egress policy from ``[flow_webhook]`` in Airflow's config.
 
-    :raises InvalidConnection: never; a malformed option raises ValueError naming it.
+    :raises ValueError: naming the option, when one is malformed.
     """
     from airflow.sdk.configuration import conf
 
-    return EgressPolicy.parse(
-        allowed_url_regexes=conf.get("flow_webhook", "allowed_url_regexes", fallback="") or "",
-        forbidden_networks=conf.get("flow_webhook", "forbidden_networks", fallback=DEFAULT_FORBIDDEN_NETWORKS)
-        or "",
+    return _parsed_policy(
+        conf.get("flow_webhook", "allowed_url_regexes", fallback="") or "",
+        conf.get("flow_webhook", "forbidden_networks", fallback=DEFAULT_FORBIDDEN_NETWORKS) or "",
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_policy(allowed_url_regexes: str, forbidden_networks: str) -> EgressPolicy:
+    # Every endpoint asks for the policy; the option strings rarely change, so parse once.
+    return EgressPolicy.parse(allowed_url_regexes=allowed_url_regexes, forbidden_networks=forbidden_networks)
 
 
 def retry_policy_from_config() -> RetryPolicy:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.sdk.definitions.context import Context
 
-    from airflow_webhook_provider.delivery import DeliveryResult, RetryPolicy
+    from airflow_webhook_provider.delivery import RetryPolicy
 
 __all__ = ["FlowWebhookNotifier"]
 
@@ -76,7 +76,6 @@ class FlowWebhookNotifier(BaseNotifier):
         self.body = body
         self.query = query or {}
         self.retry_policy = retry_policy
-        self.last_results: list[DeliveryResult] = []
         self._check_definition()
 
     def _definition(self) -> dict[str, Any]:
@@ -117,7 +116,6 @@ class FlowWebhookNotifier(BaseNotifier):
 
     def notify(self, context: Context) -> None:
         """Send the webhook if the state that called it matches ``on``."""
-        self.last_results = []
         try:
             webhook = FlowWebhook(**self._definition())
             if "reason" in context:  # DAG-level callbacks carry the reason the run ended
@@ -141,6 +139,6 @@ class FlowWebhookNotifier(BaseNotifier):
                 logical_date=logical_date_of(context),
                 job_url=job_url(dag_id, run_id),
             )
-            self.last_results = dispatch([(webhook, event)], retry_policy=self.retry_policy)
+            dispatch([(webhook, event)], retry_policy=self.retry_policy)
         except Exception as exc:
             log.error("Flow webhook %s was not sent: %s: %s", self.name, type(exc).__name__, exc)
