@@ -23,15 +23,16 @@ __version__ = "0.1.0"
 __all__ = ["FlowWebhook", "FlowWebhookError", "FlowWebhookNotifier", "FlowWebhooks", "__version__"]
 
 _LAZY = {
-    "FlowWebhook": "airflow_webhook_provider.models",
-    "FlowWebhooks": "airflow_webhook_provider.models",
-    "FlowWebhookError": "airflow_webhook_provider.exceptions",
+    "FlowWebhook": "airflow_webhook_provider.core.definitions",
+    "FlowWebhooks": "airflow_webhook_provider.capture.attach",
+    "FlowWebhookError": "airflow_webhook_provider.core.exceptions",
     "FlowWebhookNotifier": "airflow_webhook_provider.notifications.flow_webhook",
 }
 
 if TYPE_CHECKING:
-    from airflow_webhook_provider.exceptions import FlowWebhookError
-    from airflow_webhook_provider.models import FlowWebhook, FlowWebhooks
+    from airflow_webhook_provider.capture.attach import FlowWebhooks
+    from airflow_webhook_provider.core.definitions import FlowWebhook
+    from airflow_webhook_provider.core.exceptions import FlowWebhookError
     from airflow_webhook_provider.notifications.flow_webhook import FlowWebhookNotifier
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from airflow_webhook_provider.cli import main
+from airflow_webhook_provider.face.cli.definition import main
 
 sys.exit(main())

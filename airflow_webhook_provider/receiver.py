@@ -17,6 +17,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
-from airflow_webhook_provider.exceptions import InvalidSignature
-from airflow_webhook_provider.signing import SIGNATURE_HEADER, payload_for, verify_signature
+from airflow_webhook_provider.core.exceptions import InvalidSignature
+from airflow_webhook_provider.core.signing import SIGNATURE_HEADER, payload_for, verify_signature
 
 __all__ = ["ReceivedRequest", "RecordingReceiver", "Reply"]
 
@@ -34,6 +35,12 @@ class _Server(ThreadingHTTPServer):
     # The default backlog of 5 drops connections when 50 webhooks arrive at once.
     request_queue_size = 256
     daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Stay quiet when a client gave up (a sender's timeout); report anything else."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,10 @@ class RecordingReceiver:
         self.requests: list[ReceivedRequest] = []
         #: The most requests that were being handled at the same moment.
         self.max_in_flight = 0
+        #: Delivery ids that arrived while a request with the same id was still being handled.
+        self.concurrent_duplicates: list[str] = []
         self._in_flight = 0
+        self._in_flight_ids: dict[str, int] = {}
         self._script: list[Reply] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
@@ -184,14 +194,20 @@ class RecordingReceiver:
                 return self._script.pop(0)
             return self.respond() if self.respond is not None else self.default
 
-    def _enter(self) -> None:
+    def _enter(self, delivery_id: str | None) -> None:
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            if delivery_id is not None:
+                if self._in_flight_ids.get(delivery_id):
+                    self.concurrent_duplicates.append(delivery_id)
+                self._in_flight_ids[delivery_id] = self._in_flight_ids.get(delivery_id, 0) + 1
 
-    def _leave(self) -> None:
+    def _leave(self, delivery_id: str | None) -> None:
         with self._lock:
             self._in_flight -= 1
+            if delivery_id is not None:
+                self._in_flight_ids[delivery_id] -= 1
 
     def _record(self, request: ReceivedRequest) -> None:
         with self._arrived:
@@ -219,11 +235,12 @@ class RecordingReceiver:
                 return
 
             def _handle(self) -> None:
-                receiver._enter()
+                delivery_id = self.headers.get("X-Webhook-Id")
+                receiver._enter(delivery_id)
                 try:
                     self._answer()
                 finally:
-                    receiver._leave()
+                    receiver._leave(delivery_id)
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -25,9 +25,10 @@ from airflow.sdk import dag, task
 def flow_webhook_redelivery() -> None:
     @task(execution_timeout=datetime.timedelta(minutes=4))
     def redeliver_due() -> dict[str, int]:
-        from airflow_webhook_provider.ledger.redelivery import redeliver_due
+        from airflow_webhook_provider.delivery.dispatcher import Dispatcher
+        from airflow_webhook_provider.delivery.pipeline import Pipeline
 
-        report = redeliver_due(time_limit_seconds=180)
+        report = Dispatcher(Pipeline.from_config(require_ledger=True)).run(once=True, time_limit_seconds=180)
         return {
             "claimed": report.claimed,
             "delivered": report.delivered,

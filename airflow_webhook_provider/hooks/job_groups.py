@@ -21,14 +21,15 @@ import httpx
 import requests
 from airflow.sdk import BaseHook
 
-from airflow_webhook_provider.delivery import USER_AGENT, RetryPolicy
-from airflow_webhook_provider.exceptions import (
+from airflow_webhook_provider.core.exceptions import (
     InvalidConnection,
     JobGroupFailed,
     JobGroupsAuthError,
     JobGroupsError,
     JobGroupsNotFound,
 )
+from airflow_webhook_provider.core.retry import RetryPolicy
+from airflow_webhook_provider.delivery.message import USER_AGENT
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection

@@ -1,4 +1,4 @@
-"""The delivery ledger and redelivery.
+"""The delivery ledger: the outbox between capture and delivery.
 
 By default the ledger is a SQLite file, ``$AIRFLOW_HOME/flow_webhooks.db``. For several
 hosts, point ``[flow_webhook] ledger_conn_id`` at an Airflow connection to a shared
@@ -11,28 +11,32 @@ import os
 import threading
 from pathlib import Path
 
-from airflow_webhook_provider.exceptions import InvalidConnection
+from airflow_webhook_provider import config
+from airflow_webhook_provider.core.exceptions import InvalidConnection
 from airflow_webhook_provider.ledger.store import (
     AttemptRecord,
+    Built,
     Delivery,
+    DispatcherRecord,
+    EndpointHealth,
     Ledger,
     LedgerError,
     NewDelivery,
-    RedeliverySchedule,
+    Outcome,
 )
-from airflow_webhook_provider.redaction import redact_url
 
 __all__ = [
     "AttemptRecord",
+    "Built",
     "Delivery",
+    "DispatcherRecord",
+    "EndpointHealth",
     "Ledger",
     "LedgerError",
     "NewDelivery",
-    "RedeliverySchedule",
+    "Outcome",
     "ledger_url",
     "open_ledger",
-    "redact_url",
-    "schedule_from_config",
 ]
 
 _POSTGRES_TYPES = frozenset({"postgres", "postgresql"})
@@ -44,19 +48,17 @@ def _airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME") or Path("~/airflow").expanduser())
 
 
-def ledger_url() -> str:
-    """Return the ledger's SQLAlchemy URL from ``[flow_webhook] ledger_conn_id``.
+def ledger_url(conn_id: str) -> str:
+    """Return the ledger's SQLAlchemy URL for ``[flow_webhook] ledger_conn_id``.
 
     The connection may be of type ``postgres`` (host, port, login, password, schema as
     the database), ``sqlite`` (host is the file path), or any type whose extra holds
     ``{"sqlalchemy_url": "..."}``. Without a connection id, the ledger is
     ``$AIRFLOW_HOME/flow_webhooks.db``.
 
+    :param conn_id: the connection id, or empty.
     :raises InvalidConnection: when the connection cannot be turned into a URL.
     """
-    from airflow.sdk.configuration import conf
-
-    conn_id = conf.get("flow_webhook", "ledger_conn_id", fallback="") or ""
     if not conn_id:
         return f"sqlite:///{_airflow_home() / 'flow_webhooks.db'}"
     from airflow.sdk import BaseHook
@@ -86,29 +88,17 @@ def ledger_url() -> str:
     )
 
 
-def open_ledger(url: str | None = None) -> Ledger:
-    """Return this process's ledger (opened once per URL; the schema is created on first use)."""
-    url = url or ledger_url()
+def open_ledger(conn_id: str | None = None, *, url: str | None = None) -> Ledger:
+    """Return this process's ledger (opened once per URL; the schema is created or migrated on first use).
+
+    :param conn_id: the ledger's connection (see :func:`ledger_url`); ``[flow_webhook]
+        ledger_conn_id`` when omitted.
+    :param url: a SQLAlchemy URL, instead of a connection.
+    """
+    if url is None:
+        url = ledger_url(config.load().ledger_conn_id if conn_id is None else conn_id)
     with _opened_lock:
         ledger = _opened.get(url)
         if ledger is None:
             ledger = _opened[url] = Ledger.open(url)
         return ledger
-
-
-def schedule_from_config() -> RedeliverySchedule:
-    """Return the redelivery schedule from ``[flow_webhook]`` in Airflow's config."""
-    from airflow.sdk.configuration import conf
-
-    default = RedeliverySchedule()
-    return RedeliverySchedule(
-        backoff_seconds=conf.getfloat(
-            "flow_webhook", "redelivery_backoff_seconds", fallback=default.backoff_seconds
-        ),
-        max_backoff_seconds=conf.getfloat(
-            "flow_webhook", "redelivery_max_backoff_seconds", fallback=default.max_backoff_seconds
-        ),
-        max_age_seconds=conf.getfloat(
-            "flow_webhook", "redelivery_max_age_seconds", fallback=default.max_age_seconds
-        ),
-    )

@@ -2,12 +2,22 @@
 
 The ledger is its own database, never Airflow's metadata database. It holds no secret:
 no connection password and no connection header value; definition headers are kept
-because they are needed to replay a message and credentials are refused in them.
+because they are needed to send a message and credentials are refused in them.
+
+- ``flow_webhook_deliveries``: the outbox. One row per message, written ``pending`` by
+  whoever captured it, with what it reports (the definition and the event's references);
+  the sender fills in the exact request (method, query, headers, body) the first time it
+  builds it, so every later attempt sends the same bytes.
+- ``flow_webhook_attempts``: every attempt of every message.
+- ``flow_webhook_endpoints``: the health of each endpoint (a connection, or the host of a
+  ``url=`` webhook): its circuit breaker, failure streak and last success.
+- ``flow_webhook_dispatchers``: the heartbeat of each running dispatcher.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -20,10 +30,10 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["SCHEMA_VERSION", "attempts", "deliveries", "metadata", "schema_info"]
+__all__ = ["SCHEMA_VERSION", "attempts", "deliveries", "dispatchers", "endpoints", "metadata", "schema_info"]
 
-#: The version this release writes; bump it with a migration in ledger/migrations.
-SCHEMA_VERSION = 1
+#: The version this release writes; ``Ledger.ensure_schema`` migrates older ledgers to it.
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -40,22 +50,30 @@ deliveries = Table(
     Column("id", String(64), primary_key=True),  # the delivery id, also X-Webhook-Id
     Column("dag_id", String(250), nullable=False),
     Column("run_id", String(250), nullable=False),
+    Column("clear_number", Integer, nullable=False, default=0),
     Column("output_name", String(250), nullable=False, default=""),
     Column("webhook", String(200), nullable=False),
     Column("event", String(16), nullable=False),  # success | failure | test
     Column("job_status", String(32), nullable=False),
+    Column("capture", String(16), nullable=False, default="callback"),  # a CaptureSource
     Column("conn_id", String(250)),  # the connection re-read at send time, or NULL
     Column("target_url", Text),  # the URL of a url= webhook (no connection), else NULL
-    Column("url", Text, nullable=False),  # for display: credentials and sensitive values redacted
+    Column("endpoint", String(300), nullable=False, default=""),  # the endpoint key (circuit, limits)
+    Column("definition", Text),  # the webhook definition (JSON) the message is built from; NULL: a test
+    Column("refs", Text, nullable=False, default="{}"),  # the event's reference values (JSON)
+    Column("built_at", Float),  # when the request below was built; NULL until the first send
+    Column("url", Text, nullable=False, default=""),  # for display: credentials and sensitive values redacted
     Column("query", Text, nullable=False, default=""),  # the rendered query the message appends
-    Column("method", String(8), nullable=False),
+    Column("method", String(8), nullable=False, default=""),
     Column("headers", Text, nullable=False, default="{}"),  # definition headers (JSON), never connection ones
     Column("body", LargeBinary),
-    Column("state", String(16), nullable=False),  # pending | delivered | failed | dead
+    Column("state", String(16), nullable=False),  # a DeliveryState
+    Column("forced", Boolean, nullable=False, default=False),  # sent by hand: skips an open circuit
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_status", Integer),
     Column("last_error", Text),
     Column("next_attempt_at", Float),  # UNIX seconds; NULL once delivered or dead
+    Column("event_at", Float),  # when the end it reports happened, if known
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("delivered_at", Float),
@@ -64,6 +82,7 @@ deliveries = Table(
 )
 Index("ix_flow_webhook_deliveries_due", deliveries.c.state, deliveries.c.next_attempt_at)
 Index("ix_flow_webhook_deliveries_run", deliveries.c.dag_id, deliveries.c.run_id)
+Index("ix_flow_webhook_deliveries_endpoint", deliveries.c.endpoint, deliveries.c.state)
 
 attempts = Table(
     "flow_webhook_attempts",
@@ -81,6 +100,36 @@ attempts = Table(
     Column("status_code", Integer),
     Column("error", Text),
     Column("response_excerpt", Text, nullable=False, default=""),
-    Column("source", String(16), nullable=False),  # inline | redelivery | replay
+    Column("source", String(16), nullable=False),  # inline | dispatcher | replay | test
+    Column("sender", String(120), nullable=False, default=""),  # the process that sent it (role@host:pid)
 )
 Index("ix_flow_webhook_attempts_delivery", attempts.c.delivery_id, attempts.c.number)
+
+endpoints = Table(
+    "flow_webhook_endpoints",
+    metadata,
+    Column("key", String(300), primary_key=True),  # the connection id, or "url:<scheme>://<host>:<port>"
+    Column("circuit", String(8), nullable=False, default="closed"),  # a CircuitState
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("failing_since", Float),  # the first failure after the last success
+    Column("last_success_at", Float),
+    Column("last_failure_at", Float),
+    Column("last_error", Text),
+    Column("opened_at", Float),
+    Column("opened_reason", Text),
+    Column("probes", Integer, nullable=False, default=0),  # failed probes since the circuit opened
+    Column("next_probe_at", Float),
+    Column("probe_until", Float),  # a probe is in flight until then
+    Column("updated_at", Float, nullable=False),
+)
+
+dispatchers = Table(
+    "flow_webhook_dispatchers",
+    metadata,
+    Column("name", String(120), primary_key=True),  # host:pid
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("stopped_at", Float),
+    Column("sent", Integer, nullable=False, default=0),
+    Column("delivered", Integer, nullable=False, default=0),
+)

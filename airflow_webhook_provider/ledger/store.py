@@ -1,21 +1,24 @@
-"""The delivery ledger: every message and every attempt, in a database of its own.
+"""The delivery ledger: the outbox between capture and delivery, in a database of its own.
 
-A delivery is written ``pending`` before its first attempt, with a lease held by the
-sender; if the sender dies, the lease runs out and redelivery takes the row over.
-Outcomes move it to ``delivered``, or to ``failed`` with a next attempt time on an
-exponential schedule, and finally to ``dead`` past the maximum age.
+Capture records each message ``pending`` (:meth:`Ledger.record`); the id is
+deterministic, so a second capture of the same end is ignored. Senders claim messages
+(:meth:`Ledger.claim_due` for the dispatcher, :meth:`Ledger.claim_ids` for an inline
+sender), holding a lease (``claimed_until``) that no other sender may take before it
+expires; if a sender dies, its lease runs out and another takes the message over.
+Outcomes (:meth:`Ledger.record_outcomes`) move a message to ``delivered``, or to
+``failed`` with a next attempt time, and finally to ``dead`` past the maximum age; they
+also keep each endpoint's health and circuit breaker.
 
-Claiming is what keeps concurrent redeliverers apart: on PostgreSQL rows are claimed
-with ``SELECT ... FOR UPDATE SKIP LOCKED``; on SQLite every transaction begins with
-``BEGIN IMMEDIATE``, so one writer claims at a time. A claimed row carries a lease
-(``claimed_until``) that no other claimer may take before it expires.
+Claiming is what keeps concurrent senders apart: on PostgreSQL rows are claimed with
+``SELECT ... FOR UPDATE SKIP LOCKED``; on SQLite every transaction begins with
+``BEGIN IMMEDIATE``, so one writer claims at a time.
+
+This module stores and reads; it imports nothing that sends.
 """
 
 from __future__ import annotations
 
 import json
-import random
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,85 +36,120 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 
-from airflow_webhook_provider.delivery import DeliveryResult
-from airflow_webhook_provider.exceptions import FlowWebhookError
-from airflow_webhook_provider.ledger.schema import SCHEMA_VERSION, attempts, deliveries, metadata, schema_info
-from airflow_webhook_provider.redaction import redact_url
+from airflow_webhook_provider.core.exceptions import FlowWebhookError
+from airflow_webhook_provider.core.outcome import DeliveryResult
+from airflow_webhook_provider.core.redaction import redact_url
+from airflow_webhook_provider.core.retry import RetrySchedule
+from airflow_webhook_provider.core.states import SENDABLE, CaptureSource, CircuitState, DeliveryState
+from airflow_webhook_provider.ledger.schema import (
+    SCHEMA_VERSION,
+    attempts,
+    deliveries,
+    dispatchers,
+    endpoints,
+    metadata,
+    schema_info,
+)
 
 __all__ = [
+    "NOTIFY_CHANNEL",
     "AttemptRecord",
+    "Built",
     "Delivery",
+    "DispatcherRecord",
+    "EndpointHealth",
     "Ledger",
     "LedgerError",
     "NewDelivery",
-    "RedeliverySchedule",
-    "redact_url",
+    "Outcome",
+    "engine_for",
 ]
 
 EXCERPT_LIMIT = 4096
+#: The PostgreSQL advisory lock held while the schema is created or migrated.
+_SCHEMA_LOCK_KEY = 0x466C6F77576562
+#: The PostgreSQL channel a new message is announced on, so dispatchers wake at once.
+NOTIFY_CHANNEL = "flow_webhook_pending"
 
 
 class LedgerError(FlowWebhookError):
-    """The ledger cannot be opened or is newer than this release understands."""
-
-
-@dataclass(frozen=True)
-class RedeliverySchedule:
-    """When to try again after a failed delivery, and when to give up.
-
-    :param backoff_seconds: the first wait; each later wait doubles, with jitter.
-    :param max_backoff_seconds: the longest wait.
-    :param max_age_seconds: past this age a delivery is ``dead`` (default 3 days).
-    """
-
-    backoff_seconds: float = 60.0
-    max_backoff_seconds: float = 3600.0
-    max_age_seconds: float = 3 * 24 * 3600.0
-
-    def next_attempt_at(self, attempts_made: int, retry_after: float | None, now: float) -> float:
-        """Return when to try next, honouring the receiver's ``Retry-After``."""
-        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** max(0, attempts_made - 1))
-        wait = ceiling * random.uniform(0.5, 1.0)
-        return now + max(wait, retry_after or 0.0)
+    """The ledger cannot be opened, is newer than this release, or refuses an operation."""
 
 
 @dataclass(frozen=True)
 class NewDelivery:
-    """A message about to be sent for the first time.
+    """A message as capture records it: what it reports and where it goes.
 
     :param id: the delivery id.
     :param dag_id: the DAG.
     :param run_id: the run.
+    :param clear_number: the run's clear number when it ended.
     :param output_name: the output task, or empty.
     :param webhook: the definition's name.
     :param event: ``success``, ``failure`` or ``test``.
     :param job_status: the state that triggered it.
-    :param conn_id: the connection to re-read at send time, or None.
+    :param capture: how it was captured.
+    :param conn_id: the connection to read at send time, or None.
     :param target_url: the URL of a webhook without a connection, or None.
-    :param url: the URL as sent (it is redacted before it is stored).
-    :param query: the query string the message appended to the endpoint's URL.
-    :param method: the HTTP method.
-    :param headers: the definition's headers (never the connection's).
-    :param body: the exact body, or None.
+    :param endpoint: the endpoint key (see ``delivery.endpoints.endpoint_key``).
+    :param definition: the definition as JSON, or None for a test message.
+    :param refs: the values of the event's references, the delivery id included.
+    :param event_at: when the end happened (UNIX seconds), if known.
     """
 
     id: str
     dag_id: str
     run_id: str
+    clear_number: int
     output_name: str
     webhook: str
     event: str
     job_status: str
+    capture: CaptureSource
     conn_id: str | None
     target_url: str | None
+    endpoint: str
+    definition: str | None = field(repr=False)
+    refs: Mapping[str, str] = field(repr=False)
+    event_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Built:
+    """The exact request a message sends, fixed the first time it is built.
+
+    :param url: the URL as sent (redacted before it is stored).
+    :param query: the query string appended to the endpoint's URL.
+    :param method: the HTTP method.
+    :param headers: the definition's own headers (never the connection's).
+    :param body: the exact body, or None.
+    """
+
     url: str
     query: str
     method: str
     headers: Mapping[str, str] = field(repr=False)
     body: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one send did to one message, for :meth:`Ledger.record_outcomes`.
+
+    :param delivery_id: the message.
+    :param result: the attempts and their result.
+    :param retry: whether to try again if it was not delivered (the connection's retry on failure).
+    :param built: the request, when this send built it.
+    """
+
+    delivery_id: str
+    result: DeliveryResult
+    retry: bool
+    built: Built | None = None
 
 
 @dataclass(frozen=True)
@@ -125,31 +163,40 @@ class AttemptRecord:
     error: str | None
     response_excerpt: str
     source: str
+    sender: str
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One stored delivery (a row of the ledger)."""
+    """One stored message (a row of the ledger)."""
 
     id: str
     dag_id: str
     run_id: str
+    clear_number: int
     output_name: str
     webhook: str
     event: str
     job_status: str
+    capture: str
     conn_id: str | None
     target_url: str | None
+    endpoint: str
+    definition: str | None
+    refs: Mapping[str, str]
+    built_at: float | None
     url: str
     query: str
     method: str
     headers: Mapping[str, str]
     body: bytes | None
     state: str
+    forced: bool
     attempts: int
     last_status: int | None
     last_error: str | None
     next_attempt_at: float | None
+    event_at: float | None
     created_at: float
     updated_at: float
     delivered_at: float | None
@@ -161,7 +208,16 @@ class Delivery:
         """Build from a database row mapping."""
         values = dict(row)
         values["headers"] = json.loads(values["headers"] or "{}")
+        values["refs"] = json.loads(values["refs"] or "{}")
+        values["forced"] = bool(values["forced"])
         return cls(**values)
+
+    @property
+    def built(self) -> Built | None:
+        """The request this message sends, once it has been built."""
+        if self.built_at is None:
+            return None
+        return Built(url=self.url, query=self.query, method=self.method, headers=self.headers, body=self.body)
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready view, without the body bytes."""
@@ -169,11 +225,14 @@ class Delivery:
             "id": self.id,
             "dag_id": self.dag_id,
             "run_id": self.run_id,
+            "clear_number": self.clear_number,
             "output": self.output_name,
             "webhook": self.webhook,
             "event": self.event,
             "job_status": self.job_status,
+            "capture": self.capture,
             "conn_id": self.conn_id,
+            "endpoint": self.endpoint,
             "url": self.url,
             "method": self.method,
             "state": self.state,
@@ -181,14 +240,53 @@ class Delivery:
             "last_status": self.last_status,
             "last_error": self.last_error,
             "next_attempt_at": self.next_attempt_at,
+            "event_at": self.event_at,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "delivered_at": self.delivered_at,
         }
 
 
+@dataclass(frozen=True)
+class EndpointHealth:
+    """One endpoint's health, as the senders recorded it."""
+
+    key: str
+    circuit: str
+    consecutive_failures: int
+    failing_since: float | None
+    last_success_at: float | None
+    last_failure_at: float | None
+    last_error: str | None
+    opened_at: float | None
+    opened_reason: str | None
+    probes: int
+    next_probe_at: float | None
+    probe_until: float | None
+    updated_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready view."""
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class DispatcherRecord:
+    """One dispatcher's heartbeat."""
+
+    name: str
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+    sent: int
+    delivered: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready view."""
+        return dict(vars(self))
+
+
 _engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -199,7 +297,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         # In WAL mode NORMAL loses no committed row when a process dies (only on power loss),
-        # which is what the write-ahead guarantee is about, and spares an fsync per commit.
+        # which is what the outbox guarantee is about, and spares an fsync per commit.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -212,26 +310,53 @@ def _sqlite_setup(engine: Engine) -> None:
 
 def engine_for(url: str) -> Engine:
     """Return the process-wide engine for a database URL (made once per process)."""
-    with _engines_lock:
-        engine = _engines.get(url)
-        if engine is None:
-            if url.startswith("sqlite"):
-                engine = create_engine(url, connect_args={"timeout": 30})
-                _sqlite_setup(engine)
-            else:
-                engine = create_engine(url, pool_pre_ping=True)
-            _engines[url] = engine
-        return engine
+    engine = _engines.get(url)
+    if engine is None:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30})
+            _sqlite_setup(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        engine = _engines.setdefault(url, engine)
+    return engine
+
+
+# Columns added by schema version 2, with the value old rows get.
+_V2_COLUMNS = (
+    ("flow_webhook_deliveries", "clear_number", "INTEGER NOT NULL DEFAULT 0"),
+    ("flow_webhook_deliveries", "capture", "VARCHAR(16) NOT NULL DEFAULT 'callback'"),
+    ("flow_webhook_deliveries", "endpoint", "VARCHAR(300) NOT NULL DEFAULT ''"),
+    ("flow_webhook_deliveries", "definition", "TEXT"),
+    ("flow_webhook_deliveries", "refs", "TEXT NOT NULL DEFAULT '{}'"),
+    ("flow_webhook_deliveries", "built_at", "FLOAT"),
+    ("flow_webhook_deliveries", "forced", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("flow_webhook_deliveries", "event_at", "FLOAT"),
+    ("flow_webhook_attempts", "sender", "VARCHAR(120) NOT NULL DEFAULT ''"),
+)
+
+
+def _migrate_to_2(connection: Connection) -> None:
+    """Add the columns of version 2; rows of version 1 were built when they were recorded."""
+    for table, column, ddl in _V2_COLUMNS:
+        connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+    connection.execute(
+        update(deliveries).values(
+            built_at=deliveries.c.created_at,
+            endpoint=func.coalesce(deliveries.c.conn_id, "url:" + func.coalesce(deliveries.c.target_url, "")),
+        )
+    )
 
 
 class Ledger:
-    """Record deliveries and attempts, and hand due deliveries to redelivery.
+    """Record messages and attempts, hand them to senders, and keep endpoint health.
 
     Usage::
 
         ledger = Ledger.open("sqlite:////opt/airflow/flow_webhooks.db")
-        ledger.record_pending([new_delivery], owner="worker-1", lease_seconds=60)
-        ledger.record_outcomes([(delivery_id, result, True)], source="inline")
+        ledger.record([new_delivery])
+        for row in ledger.claim_due("dispatcher-1", limit=50, lease_seconds=60):
+            ...
+        ledger.record_outcomes([Outcome(row.id, result, retry=True)], source="dispatcher", schedule=schedule)
 
     :param engine: a SQLAlchemy engine for the ledger database.
     """
@@ -242,7 +367,7 @@ class Ledger:
 
     @classmethod
     def open(cls, url: str) -> Ledger:
-        """Open (and on first use, create) the ledger at a SQLAlchemy URL."""
+        """Open (and on first use, create or migrate) the ledger at a SQLAlchemy URL."""
         ledger = cls(engine_for(url))
         ledger.ensure_schema()
         return ledger
@@ -253,34 +378,63 @@ class Ledger:
         return self.engine.dialect.name
 
     def ensure_schema(self) -> None:
-        """Create the tables if they are missing, and check the schema version.
+        """Create missing tables, migrate an older schema, and refuse a newer one.
 
         :raises LedgerError: when the ledger was written by a newer release.
         """
         if self._schema_checked:
             return
         with self.engine.begin() as connection:
-            metadata.create_all(connection, checkfirst=True)
-            version = connection.execute(select(schema_info.c.version)).scalar()
-            if version is None:
-                connection.execute(insert(schema_info).values(id=1, version=SCHEMA_VERSION))
-            elif version > SCHEMA_VERSION:
+            if self.dialect == "postgresql":
+                # Several processes may open a new ledger at once (two dispatchers starting);
+                # one creates the tables while the others wait, then find them.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            known = (
+                connection.execute(select(schema_info.c.version)).scalar()
+                if self._has_schema(connection)
+                else None
+            )
+            if known is not None and known > SCHEMA_VERSION:
                 raise LedgerError(
-                    f"the flow webhook ledger has schema version {version}, newer than this release "
+                    f"the flow webhook ledger has schema version {known}, newer than this release "
                     f"understands ({SCHEMA_VERSION}); upgrade airflow-webhook-provider"
                 )
+            if known == 1:
+                _migrate_to_2(connection)
+            metadata.create_all(connection, checkfirst=True)
+            if known is None:
+                connection.execute(insert(schema_info).values(id=1, version=SCHEMA_VERSION))
+            elif known < SCHEMA_VERSION:
+                connection.execute(update(schema_info).values(version=SCHEMA_VERSION))
         self._schema_checked = True
+
+    @staticmethod
+    def _has_schema(connection: Connection) -> bool:
+        return connection.dialect.has_table(connection, schema_info.name)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
         with self.engine.begin() as connection:
             yield connection
 
-    def record_pending(self, new: Sequence[NewDelivery], *, owner: str, lease_seconds: float) -> None:
-        """Write new deliveries as ``pending``, leased to ``owner``, in one transaction.
+    def _insert_ignoring_duplicates(self, table: Any) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        This happens before the first attempt, so a crash between here and the send
-        leaves rows that redelivery picks up once the lease expires.
+            return pg_insert(table).on_conflict_do_nothing()
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(table).on_conflict_do_nothing()
+        raise LedgerError(f"the ledger supports SQLite and PostgreSQL, not {self.dialect}")
+
+    # -- capture -------------------------------------------------------------------------
+
+    def record(self, new: Sequence[NewDelivery]) -> None:
+        """Write messages as ``pending``, due now, in one transaction; a known id is left as it is.
+
+        A second capture of the same end (a listener after a callback, a late DAG-level
+        callback) has the same delivery id, so it adds nothing.
         """
         if not new:
             return
@@ -290,154 +444,209 @@ class Ledger:
                 "id": item.id,
                 "dag_id": item.dag_id,
                 "run_id": item.run_id,
+                "clear_number": item.clear_number,
                 "output_name": item.output_name,
                 "webhook": item.webhook,
                 "event": item.event,
                 "job_status": item.job_status,
+                "capture": str(item.capture),
                 "conn_id": item.conn_id,
                 "target_url": item.target_url,
-                "url": redact_url(item.url),
-                "query": item.query,
-                "method": item.method,
-                "headers": json.dumps(dict(item.headers), sort_keys=True),
-                "body": item.body,
-                "state": "pending",
+                "endpoint": item.endpoint,
+                "definition": item.definition,
+                "refs": json.dumps(dict(item.refs), sort_keys=True),
+                "url": "",
+                "query": "",
+                "method": "",
+                "headers": "{}",
+                "state": str(DeliveryState.PENDING),
+                "forced": False,
                 "attempts": 0,
                 "next_attempt_at": now,
+                "event_at": item.event_at,
                 "created_at": now,
                 "updated_at": now,
-                "claimed_by": owner,
-                "claimed_until": now + lease_seconds,
             }
             for item in new
         ]
         with self._transaction() as connection:
-            connection.execute(insert(deliveries), rows)
+            connection.execute(self._insert_ignoring_duplicates(deliveries), rows)
+            if self.dialect == "postgresql":
+                connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
 
-    def record_outcomes(
-        self,
-        outcomes: Sequence[tuple[str, DeliveryResult, bool]],
-        *,
-        source: str,
-        schedule: RedeliverySchedule | None = None,
-    ) -> dict[str, str]:
-        """Store the attempts of sent messages and move each delivery to its next state.
-
-        :param outcomes: ``(delivery_id, result, retry_later)`` triples; ``retry_later``
-            is False when the connection turned retry on failure off.
-        :param source: ``inline``, ``redelivery`` or ``replay``.
-        :param schedule: the redelivery schedule.
-        :return: the new state of each delivery.
-        """
-        if not outcomes:
-            return {}
-        schedule = schedule or RedeliverySchedule()
-        states: dict[str, str] = {}
-        now = time.time()
-        with self._transaction() as connection:
-            ids = [delivery_id for delivery_id, _, _ in outcomes]
-            current = {
-                row.id: (row.attempts, row.created_at, row.delivered_at)
-                for row in connection.execute(
-                    select(
-                        deliveries.c.id,
-                        deliveries.c.attempts,
-                        deliveries.c.created_at,
-                        deliveries.c.delivered_at,
-                    ).where(deliveries.c.id.in_(ids))
-                )
-            }
-            attempt_rows: list[dict[str, Any]] = []
-            delivery_rows: list[dict[str, Any]] = []
-            for delivery_id, result, retry_later in outcomes:
-                made, created_at, delivered_at = current[delivery_id]
-                for offset, attempt in enumerate(result.attempts, start=1):
-                    attempt_rows.append(
-                        {
-                            "delivery_id": delivery_id,
-                            "number": made + offset,
-                            "started_at": attempt.started_at,
-                            "duration_seconds": attempt.duration_seconds,
-                            "status_code": attempt.status_code,
-                            "error": attempt.error,
-                            "response_excerpt": attempt.response_excerpt[:EXCERPT_LIMIT],
-                            "source": source,
-                        }
-                    )
-                total = made + len(result.attempts)
-                values: dict[str, Any] = {
-                    "row_id": delivery_id,
-                    "attempts": total,
-                    "last_status": result.status_code,
-                    "last_error": result.error,
-                    "updated_at": now,
-                    "delivered_at": delivered_at,
-                }
-                if result.delivered:
-                    values.update(state="delivered", delivered_at=now, next_attempt_at=None)
-                elif not retry_later:
-                    values.update(state="failed", next_attempt_at=None)
-                elif now - created_at >= schedule.max_age_seconds:
-                    values.update(state="dead", next_attempt_at=None)
-                else:
-                    next_at = schedule.next_attempt_at(total, result.retry_after_seconds, now)
-                    values.update(state="failed", next_attempt_at=next_at)
-                states[delivery_id] = values["state"]
-                # Bind names may not equal column names in an UPDATE's SET clause.
-                delivery_rows.append({f"new_{name}": value for name, value in values.items()})
-            # One statement for the whole batch: every row sets the same columns.
-            connection.execute(
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("new_row_id"))
-                .values(
-                    {name[4:]: bindparam(name) for name in delivery_rows[0] if name != "new_row_id"}
-                    | {"claimed_by": None, "claimed_until": None}
-                ),
-                delivery_rows,
-            )
-            if attempt_rows:
-                connection.execute(insert(attempts), attempt_rows)
-        return states
+    # -- claiming ------------------------------------------------------------------------
 
     @staticmethod
     def _due(now: float) -> ColumnElement[bool]:
-        """Due: ``pending`` or ``failed``, next attempt time past, no unexpired lease held by another."""
+        """Due: sendable, next attempt time past, no unexpired lease held by another."""
         return (
-            deliveries.c.state.in_(("pending", "failed"))
+            deliveries.c.state.in_([str(state) for state in SENDABLE])
             & (deliveries.c.next_attempt_at <= now)
             & or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < now)
         )
 
-    def count_due(self) -> int:
-        """Return how many deliveries are due now (what :meth:`claim_due` would hand out)."""
-        query = select(func.count()).select_from(deliveries).where(self._due(time.time()))
-        with self.engine.connect() as connection:
-            return int(connection.execute(query).scalar_one())
+    def _open_circuits(self, connection: Connection) -> dict[str, Any]:
+        query = select(endpoints).where(endpoints.c.circuit == str(CircuitState.OPEN))
+        return {row.key: row for row in connection.execute(query)}
+
+    def _lease(self, connection: Connection, ids: Sequence[str], owner: str, until: float) -> None:
+        if ids:
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(list(ids)))
+                .values(claimed_by=owner, claimed_until=until, forced=False)
+            )
 
     def claim_due(self, owner: str, *, limit: int = 100, lease_seconds: float = 120.0) -> list[Delivery]:
-        """Claim up to ``limit`` deliveries that are due, for ``owner`` alone.
+        """Claim up to ``limit`` due messages for ``owner`` alone, oldest due first.
 
-        Due means ``pending`` or ``failed`` with a next attempt time in the past, and no
-        unexpired lease held by another claimer.
+        Messages of an endpoint whose circuit is open are left alone, except one probe
+        when its next probe time has come (and messages sent by hand, which are forced).
+
+        :param owner: the claimer's name.
+        :param limit: the most messages to claim.
+        :param lease_seconds: how long the claim holds.
         """
         now = time.time()
-        query = select(deliveries).where(self._due(now)).order_by(deliveries.c.next_attempt_at).limit(limit)
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        skip_locked = self.dialect == "postgresql"
         with self._transaction() as connection:
-            rows = [Delivery.from_row(row._mapping) for row in connection.execute(query)]
-            if rows:
-                connection.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_([row.id for row in rows]))
-                    .values(claimed_by=owner, claimed_until=now + lease_seconds)
+            open_circuits = self._open_circuits(connection)
+            query = select(deliveries).where(self._due(now))
+            if open_circuits:
+                query = query.where(
+                    or_(deliveries.c.endpoint.not_in(list(open_circuits)), deliveries.c.forced.is_(True))
                 )
-        return rows
+            query = query.order_by(deliveries.c.next_attempt_at).limit(limit)
+            if skip_locked:
+                query = query.with_for_update(skip_locked=True)
+            claimed = [Delivery.from_row(row._mapping) for row in connection.execute(query)]
+            for key, circuit in open_circuits.items():
+                if len(claimed) >= limit:
+                    break
+                probe_free = circuit.probe_until is None or circuit.probe_until < now
+                if circuit.next_probe_at is None or circuit.next_probe_at > now or not probe_free:
+                    continue
+                probe = self._claim_probe(connection, key, now, skip_locked, until=now + lease_seconds)
+                if probe is not None:
+                    claimed.append(probe)
+            self._lease(connection, [row.id for row in claimed], owner, now + lease_seconds)
+        return claimed
+
+    def _claim_probe(
+        self, connection: Connection, key: str, now: float, skip_locked: bool, *, until: float
+    ) -> Delivery | None:
+        """Take the oldest due message of an open endpoint as its probe, if no other claimer probes it."""
+        lock = select(endpoints.c.key).where(endpoints.c.key == key)
+        if skip_locked and connection.execute(lock.with_for_update(skip_locked=True)).first() is None:
+            return None  # another dispatcher is choosing this endpoint's probe right now
+        query = (
+            select(deliveries)
+            .where(self._due(now) & (deliveries.c.endpoint == key))
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(1)
+        )
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        row = connection.execute(query).first()
+        if row is None:
+            return None
+        connection.execute(update(endpoints).where(endpoints.c.key == key).values(probe_until=until))
+        return Delivery.from_row(row._mapping)
+
+    def claim_ids(
+        self, ids: Sequence[str], owner: str, *, lease_seconds: float, skip_open_circuits: bool = True
+    ) -> list[Delivery]:
+        """Claim those of the given messages that are due and held by no claimer (this one included).
+
+        A message recorded before and already sent, being sent, or waiting for its next
+        attempt time (a receiver's ``Retry-After``) is left alone.
+
+        :param ids: the messages.
+        :param owner: the claimer's name.
+        :param lease_seconds: how long the claim holds.
+        :param skip_open_circuits: leave messages of an endpoint whose circuit is open to the dispatcher.
+        :return: the messages claimed, in no particular order.
+        """
+        if not ids:
+            return []
+        now = time.time()
+        with self._transaction() as connection:
+            query = select(deliveries).where(deliveries.c.id.in_(list(ids)) & self._due(now))
+            if skip_open_circuits:
+                open_circuits = self._open_circuits(connection)
+                if open_circuits:
+                    query = query.where(deliveries.c.endpoint.not_in(list(open_circuits)))
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            claimed = [Delivery.from_row(row._mapping) for row in connection.execute(query)]
+            self._lease(connection, [row.id for row in claimed], owner, now + lease_seconds)
+        return claimed
+
+    def release(self, ids: Sequence[str], owner: str) -> None:
+        """Give up claims that were not used (a dispatcher stopping), so others may send them now."""
+        if not ids:
+            return
+        with self._transaction() as connection:
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(list(ids)) & (deliveries.c.claimed_by == owner))
+                .values(claimed_by=None, claimed_until=None)
+            )
+
+    def renew(self, ids: Sequence[str], owner: str, *, lease_seconds: float) -> None:
+        """Extend ``owner``'s claims on messages it is still sending."""
+        if not ids:
+            return
+        with self._transaction() as connection:
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(list(ids)) & (deliveries.c.claimed_by == owner))
+                .values(claimed_until=time.time() + lease_seconds)
+            )
+
+    def force(self, delivery_id: str) -> Delivery | None:
+        """Make one message due now, whatever its state, for a sender to take (redeliver by hand).
+
+        It is sent even if its endpoint's circuit is open.
+
+        :return: the message as it was, or None when no message has that id.
+        :raises LedgerError: when a sender holds it right now.
+        """
+        now = time.time()
+        query = select(deliveries).where(deliveries.c.id == delivery_id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        with self._transaction() as connection:
+            row = connection.execute(query).first()
+            if row is None:
+                return None
+            delivery = Delivery.from_row(row._mapping)
+            self._refuse_if_claimed(delivery, now)
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(state=str(DeliveryState.PENDING), forced=True, next_attempt_at=now, updated_at=now)
+            )
+            if self.dialect == "postgresql":
+                connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+        return delivery
+
+    @staticmethod
+    def _refuse_if_claimed(delivery: Delivery, now: float, owner: str | None = None) -> None:
+        if (
+            delivery.claimed_until is not None
+            and delivery.claimed_until > now
+            and delivery.claimed_by != owner
+        ):
+            raise LedgerError(
+                f"delivery {delivery.id} is being sent by {delivery.claimed_by} right now; try again "
+                f"in {delivery.claimed_until - now:.0f} s"
+            )
 
     def claim(self, delivery_id: str, owner: str, *, lease_seconds: float = 120.0) -> Delivery | None:
-        """Claim one delivery by id, whatever its state, unless another claimer holds it.
+        """Claim one message by id, whatever its state, unless another claimer holds it.
 
-        :return: the delivery, or None when it does not exist.
+        :return: the message, or None when it does not exist.
         :raises LedgerError: when another claimer's lease has not expired.
         """
         now = time.time()
@@ -449,27 +658,258 @@ class Ledger:
             if row is None:
                 return None
             delivery = Delivery.from_row(row._mapping)
-            if (
-                delivery.claimed_until is not None
-                and delivery.claimed_until > now
-                and delivery.claimed_by != owner
-            ):
-                raise LedgerError(
-                    f"delivery {delivery_id} is being sent by {delivery.claimed_by} right now; try again "
-                    f"in {delivery.claimed_until - now:.0f} s"
-                )
-            connection.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id)
-                .values(claimed_by=owner, claimed_until=now + lease_seconds)
-            )
+            self._refuse_if_claimed(delivery, now, owner)
+            self._lease(connection, [delivery_id], owner, now + lease_seconds)
         return delivery
 
+    # -- outcomes ------------------------------------------------------------------------
+
+    def record_outcomes(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        source: str,
+        schedule: RetrySchedule,
+        circuit_threshold: int = 3,
+        sender: str = "",
+    ) -> dict[str, str]:
+        """Store the attempts of sent messages, move each to its next state, and update endpoint health.
+
+        :param outcomes: what each send did.
+        :param source: how it was sent: ``inline``, ``dispatcher``, ``replay`` or ``test``.
+        :param sender: the process that sent it (``role@host:pid``).
+        :param schedule: when to try again, and when a message is dead.
+        :param circuit_threshold: consecutive receiver failures that open an endpoint's circuit.
+        :return: the new state of each message.
+        """
+        if not outcomes:
+            return {}
+        states: dict[str, str] = {}
+        now = time.time()
+        with self._transaction() as connection:
+            ids = [outcome.delivery_id for outcome in outcomes]
+            current = {
+                row.id: row
+                for row in connection.execute(
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.attempts,
+                        deliveries.c.created_at,
+                        deliveries.c.delivered_at,
+                        deliveries.c.endpoint,
+                    ).where(deliveries.c.id.in_(ids))
+                )
+            }
+            attempt_rows: list[dict[str, Any]] = []
+            updates: list[dict[str, Any]] = []
+            built_updates: list[dict[str, Any]] = []
+            by_endpoint: dict[str, list[DeliveryResult]] = {}
+            for outcome in outcomes:
+                row = current.get(outcome.delivery_id)
+                if row is None:
+                    continue  # purged while it was being sent
+                result = outcome.result
+                for offset, attempt in enumerate(result.attempts, start=1):
+                    attempt_rows.append(
+                        {
+                            "delivery_id": outcome.delivery_id,
+                            "number": row.attempts + offset,
+                            "started_at": attempt.started_at,
+                            "duration_seconds": attempt.duration_seconds,
+                            "status_code": attempt.status_code,
+                            "error": attempt.error,
+                            "response_excerpt": attempt.response_excerpt[:EXCERPT_LIMIT],
+                            "source": source,
+                            "sender": sender,
+                        }
+                    )
+                total = row.attempts + len(result.attempts)
+                state, next_at = self._next_state(outcome, total, now - row.created_at, now, schedule)
+                states[outcome.delivery_id] = str(state)
+                # Bind names may not equal column names in an UPDATE's SET clause.
+                updates.append(
+                    {
+                        "b_id": outcome.delivery_id,
+                        "b_attempts": total,
+                        "b_last_status": result.status_code,
+                        "b_last_error": result.error,
+                        "b_updated_at": now,
+                        "b_delivered_at": now if result.delivered else row.delivered_at,
+                        "b_state": str(state),
+                        "b_next_attempt_at": next_at,
+                    }
+                )
+                if outcome.built is not None:
+                    built = outcome.built
+                    built_updates.append(
+                        {
+                            "b_id": outcome.delivery_id,
+                            "b_built_at": now,
+                            "b_url": redact_url(built.url),
+                            "b_query": built.query,
+                            "b_method": built.method,
+                            "b_headers": json.dumps(dict(built.headers), sort_keys=True),
+                            "b_body": built.body,
+                        }
+                    )
+                if result.delivered or result.receiver_failed:
+                    by_endpoint.setdefault(row.endpoint, []).append(result)
+            if updates:
+                connection.execute(_bulk_update(updates, claimed_by=None, claimed_until=None), updates)
+            if built_updates:
+                connection.execute(_bulk_update(built_updates), built_updates)
+            if attempt_rows:
+                connection.execute(insert(attempts), attempt_rows)
+            for key, results in by_endpoint.items():
+                self._update_health(connection, key, results, now, schedule, circuit_threshold)
+        return states
+
+    @staticmethod
+    def _next_state(
+        outcome: Outcome, total: int, age: float, now: float, schedule: RetrySchedule
+    ) -> tuple[DeliveryState, float | None]:
+        result = outcome.result
+        if result.delivered:
+            return DeliveryState.DELIVERED, None
+        if not outcome.retry or not result.retryable:
+            return DeliveryState.FAILED, None
+        if schedule.is_dead(age=age):
+            return DeliveryState.DEAD, None
+        return DeliveryState.FAILED, schedule.next_attempt_at(
+            attempts_made=total, retry_after=result.retry_after_seconds, age=age, now=now
+        )
+
+    def _update_health(
+        self,
+        connection: Connection,
+        key: str,
+        results: Sequence[DeliveryResult],
+        now: float,
+        schedule: RetrySchedule,
+        threshold: int,
+    ) -> None:
+        """Fold the results of one endpoint, in order, into its health row and circuit."""
+        connection.execute(
+            self._insert_ignoring_duplicates(endpoints).values(
+                key=key, circuit=str(CircuitState.CLOSED), consecutive_failures=0, probes=0, updated_at=now
+            )
+        )
+        query = select(endpoints).where(endpoints.c.key == key)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        health = dict(connection.execute(query).one()._mapping)
+        was_open = health["circuit"] == str(CircuitState.OPEN)
+        for result in results:
+            if result.delivered:
+                health.update(
+                    circuit=str(CircuitState.CLOSED),
+                    consecutive_failures=0,
+                    failing_since=None,
+                    last_success_at=now,
+                    opened_at=None,
+                    opened_reason=None,
+                    probes=0,
+                    next_probe_at=None,
+                )
+                continue
+            health["consecutive_failures"] += 1
+            health["failing_since"] = health["failing_since"] or now
+            health["last_failure_at"] = now
+            health["last_error"] = result.error
+            if health["circuit"] == str(CircuitState.OPEN):
+                health["probes"] += 1
+                health["next_probe_at"] = schedule.probe_at(probes_made=health["probes"], now=now)
+            elif health["consecutive_failures"] >= threshold or result.timed_out:
+                reason = (
+                    "an attempt timed out"
+                    if result.timed_out
+                    else f"{health['consecutive_failures']} consecutive failures"
+                )
+                health.update(
+                    circuit=str(CircuitState.OPEN),
+                    opened_at=now,
+                    opened_reason=f"{reason}; last: {result.error}",
+                    probes=0,
+                    next_probe_at=schedule.probe_at(probes_made=1, now=now),
+                )
+        health.update(probe_until=None, updated_at=now)
+        connection.execute(update(endpoints).where(endpoints.c.key == key).values(health))
+        if was_open and health["circuit"] == str(CircuitState.CLOSED):
+            # The endpoint is back: what waited for it is due now, not at its own next time.
+            connection.execute(
+                update(deliveries)
+                .where(
+                    (deliveries.c.endpoint == key)
+                    & (deliveries.c.state == str(DeliveryState.FAILED))
+                    & (deliveries.c.next_attempt_at > now)
+                )
+                .values(next_attempt_at=now)
+            )
+
+    # -- dispatchers ---------------------------------------------------------------------
+
+    def heartbeat(self, name: str, *, sent: int = 0, delivered: int = 0) -> None:
+        """Record that dispatcher ``name`` is alive, with its running totals."""
+        now = time.time()
+        with self._transaction() as connection:
+            connection.execute(
+                self._insert_ignoring_duplicates(dispatchers).values(
+                    name=name, started_at=now, heartbeat_at=now, sent=0, delivered=0
+                )
+            )
+            connection.execute(
+                update(dispatchers)
+                .where(dispatchers.c.name == name)
+                .values(heartbeat_at=now, stopped_at=None, sent=sent, delivered=delivered)
+            )
+
+    def stop_dispatcher(self, name: str) -> None:
+        """Record that dispatcher ``name`` stopped."""
+        with self._transaction() as connection:
+            connection.execute(
+                update(dispatchers).where(dispatchers.c.name == name).values(stopped_at=time.time())
+            )
+
+    def dispatchers(self, *, alive_within: float | None = None) -> list[DispatcherRecord]:
+        """Return dispatchers, newest heartbeat first; only running ones beating within ``alive_within`` s if given."""
+        query = select(dispatchers).order_by(dispatchers.c.heartbeat_at.desc())
+        if alive_within is not None:
+            query = query.where(
+                dispatchers.c.stopped_at.is_(None)
+                & (dispatchers.c.heartbeat_at >= time.time() - alive_within)
+            )
+        with self.engine.connect() as connection:
+            return [DispatcherRecord(**row._mapping) for row in connection.execute(query)]
+
+    # -- reading -------------------------------------------------------------------------
+
+    def endpoint_health(self, keys: Sequence[str] | None = None) -> list[EndpointHealth]:
+        """Return the health of the given endpoints (all when None), by key."""
+        query = select(endpoints).order_by(endpoints.c.key)
+        if keys is not None:
+            query = query.where(endpoints.c.key.in_(list(keys)))
+        with self.engine.connect() as connection:
+            return [EndpointHealth(**row._mapping) for row in connection.execute(query)]
+
+    def count_due(self) -> int:
+        """Return how many messages are due now (circuit gates aside)."""
+        query = select(func.count()).select_from(deliveries).where(self._due(time.time()))
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
     def get(self, delivery_id: str) -> Delivery | None:
-        """Return one delivery, or None."""
+        """Return one message, or None."""
         with self.engine.connect() as connection:
             row = connection.execute(select(deliveries).where(deliveries.c.id == delivery_id)).first()
         return Delivery.from_row(row._mapping) if row is not None else None
+
+    def get_many(self, ids: Sequence[str]) -> list[Delivery]:
+        """Return the messages with these ids (those that exist)."""
+        if not ids:
+            return []
+        with self.engine.connect() as connection:
+            query = select(deliveries).where(deliveries.c.id.in_(list(ids)))
+            return [Delivery.from_row(row._mapping) for row in connection.execute(query)]
 
     def deliveries(
         self,
@@ -477,23 +917,28 @@ class Ledger:
         dag_id: str | None = None,
         run_id: str | None = None,
         state: str | None = None,
+        capture: str | None = None,
+        endpoint: str | None = None,
         limit: int | None = 100,
     ) -> list[Delivery]:
-        """Return deliveries, newest first, optionally filtered."""
+        """Return messages, newest first, optionally filtered."""
         query = select(deliveries).order_by(deliveries.c.created_at.desc(), deliveries.c.id)
-        if dag_id is not None:
-            query = query.where(deliveries.c.dag_id == dag_id)
-        if run_id is not None:
-            query = query.where(deliveries.c.run_id == run_id)
-        if state is not None:
-            query = query.where(deliveries.c.state == state)
+        for column, value in (
+            (deliveries.c.dag_id, dag_id),
+            (deliveries.c.run_id, run_id),
+            (deliveries.c.state, state),
+            (deliveries.c.capture, capture),
+            (deliveries.c.endpoint, endpoint),
+        ):
+            if value is not None:
+                query = query.where(column == value)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
             return [Delivery.from_row(row._mapping) for row in connection.execute(query)]
 
     def attempts(self, delivery_id: str) -> list[AttemptRecord]:
-        """Return the attempts of one delivery, in order."""
+        """Return the attempts of one message, in order."""
         query = (
             select(
                 attempts.c.number,
@@ -503,6 +948,7 @@ class Ledger:
                 attempts.c.error,
                 attempts.c.response_excerpt,
                 attempts.c.source,
+                attempts.c.sender,
             )
             .where(attempts.c.delivery_id == delivery_id)
             .order_by(attempts.c.number)
@@ -511,7 +957,18 @@ class Ledger:
             return [AttemptRecord(**row._mapping) for row in connection.execute(query)]
 
     def counts(self) -> dict[str, int]:
-        """Return the number of deliveries in each state."""
+        """Return the number of messages in each state."""
         query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
         with self.engine.connect() as connection:
             return {state: count for state, count in connection.execute(query)}
+
+    def ping(self) -> None:
+        """Run a trivial query, raising what the database raises when it is unreachable."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+
+def _bulk_update(rows: Sequence[Mapping[str, Any]], **fixed: Any) -> Any:
+    """One UPDATE for a batch whose rows all set the same columns (binds prefixed ``b_``)."""
+    columns: dict[str, Any] = {name[2:]: bindparam(name) for name in rows[0] if name != "b_id"}
+    return update(deliveries).where(deliveries.c.id == bindparam("b_id")).values(columns | fixed)

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
-from airflow_webhook_provider.callbacks import dispatch, job_url, logical_date_of, state_name
-from airflow_webhook_provider.exceptions import InvalidWebhookDefinition, TemplateError
-from airflow_webhook_provider.models import FlowWebhook, JobEvent
-from airflow_webhook_provider.templating import parse_template
+from airflow_webhook_provider import config
+from airflow_webhook_provider.capture.callbacks import submit
+from airflow_webhook_provider.capture.context import (
+    clear_number_of,
+    end_time_of,
+    job_url,
+    logical_date_of,
+    state_name,
+)
+from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent, check_limits
+from airflow_webhook_provider.core.exceptions import InvalidWebhookDefinition, TemplateError
+from airflow_webhook_provider.core.states import CaptureSource
+from airflow_webhook_provider.core.templating import parse_template
 
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk.definitions.context import Context
-
-    from airflow_webhook_provider.delivery import RetryPolicy
 
 __all__ = ["FlowWebhookNotifier"]
 
@@ -28,7 +36,7 @@ _JINJA_MARKERS = ("{{", "{%")
 class FlowWebhookNotifier(BaseNotifier):
     """Send one flow webhook from a DAG-level or task-level callback.
 
-    Use :class:`~airflow_webhook_provider.models.FlowWebhooks` to attach many webhooks with
+    Use :class:`~airflow_webhook_provider.core.definitions.FlowWebhooks` to attach many webhooks with
     trigger rules; use this notifier to attach one where you choose::
 
         DAG(..., on_failure_callback=FlowWebhookNotifier(
@@ -37,8 +45,9 @@ class FlowWebhookNotifier(BaseNotifier):
             body='{"text": "Job $jobId of {{ dag.dag_id }} ended: $jobStatus"}',
         ))
 
-    Jinja (``{{ ... }}``) renders first, then ``$references``. A failing receiver is logged
-    and never fails the task or run.
+    Jinja (``{{ ... }}``) renders first, then ``$references``. The message is recorded in
+    the ledger and sent like every other (by the dispatcher when one is alive); a failing
+    receiver never fails the task or run.
 
     :param name: the webhook's name, shown in logs.
     :param conn_id: a ``flow_webhook`` connection (signed); or give ``url``.
@@ -48,7 +57,6 @@ class FlowWebhookNotifier(BaseNotifier):
     :param headers: extra headers, over the connection's. (templated)
     :param body: the body template. (templated)
     :param query: query parameters; values are templates. (templated)
-    :param retry_policy: inline retry limits; from ``[flow_webhook]`` config when omitted.
     """
 
     template_fields = ("url", "headers", "body", "query")
@@ -64,7 +72,6 @@ class FlowWebhookNotifier(BaseNotifier):
         headers: dict[str, str] | None = None,
         body: str | None = None,
         query: dict[str, str] | None = None,
-        retry_policy: RetryPolicy | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -75,7 +82,6 @@ class FlowWebhookNotifier(BaseNotifier):
         self.headers = headers or {}
         self.body = body
         self.query = query or {}
-        self.retry_policy = retry_policy
         self._check_definition()
 
     def _definition(self) -> dict[str, Any]:
@@ -104,7 +110,7 @@ class FlowWebhookNotifier(BaseNotifier):
             definition["body"] = "null"  # valid as JSON and as text; keeps the method check
         if any(marker in (self.url or "") for marker in _JINJA_MARKERS):
             definition["url"] = "http://rendered.later/"
-        FlowWebhook(**definition)
+        check_limits([FlowWebhook(**definition)], config.limits(), where=f"notifier {self.name!r}")
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         """Render the templated fields; also when the context holds a serialized DAG."""
@@ -129,6 +135,8 @@ class FlowWebhookNotifier(BaseNotifier):
                     "Flow webhook %s skipped: state %s does not match on=%s", webhook.name, state, webhook.on
                 )
                 return
+            from airflow_webhook_provider.delivery.pipeline import message_for
+
             dag_id = context["dag"].dag_id
             run_id = str(context["run_id"])
             event = JobEvent(
@@ -137,8 +145,20 @@ class FlowWebhookNotifier(BaseNotifier):
                 job_status=state,
                 output_name=output_name,
                 logical_date=logical_date_of(context),
-                job_url=job_url(dag_id, run_id),
+                job_url=job_url(config.load().base_url, dag_id, run_id),
             )
-            dispatch([(webhook, event)], retry_policy=self.retry_policy)
+            ended_at = end_time_of(context.get("dag_run")) if not output_name else time.time()
+            submit(
+                [
+                    message_for(
+                        webhook,
+                        event,
+                        clear_number=clear_number_of(context),
+                        capture=CaptureSource.CALLBACK,
+                        origin="notifier",
+                        event_at=ended_at,
+                    )
+                ]
+            )
         except Exception as exc:
             log.error("Flow webhook %s was not sent: %s: %s", self.name, type(exc).__name__, exc)

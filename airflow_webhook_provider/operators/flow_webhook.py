@@ -9,16 +9,16 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.configuration import conf
 
-from airflow_webhook_provider.delivery import RetryPolicy
-from airflow_webhook_provider.exceptions import (
+from airflow_webhook_provider import config
+from airflow_webhook_provider.core.exceptions import (
     InvalidConnection,
     InvalidWebhookDefinition,
     JobGroupsAuthError,
     JobGroupsError,
     JobGroupsNotFound,
 )
+from airflow_webhook_provider.core.retry import RetryPolicy
 from airflow_webhook_provider.hooks.job_groups import JobGroupsHook, job_group_failed, wait_timed_out
 from airflow_webhook_provider.triggers.job_group import JobGroupTrigger
 
@@ -40,7 +40,7 @@ class FlowWebhookOperator(BaseOperator):
     as given. The new job group's id is the task's return value (XCom). With
     ``wait_for_completion`` the task then follows ``GET {base}/v4/jobGroups/{id}/status``
     until the job group is ``Complete`` (success) or ``Failed`` / ``Canceled`` (the task
-    fails with :class:`~airflow_webhook_provider.exceptions.JobGroupFailed`); with
+    fails with :class:`~airflow_webhook_provider.core.exceptions.JobGroupFailed`); with
     ``deferrable`` as well, the wait runs in the triggerer instead of a worker slot.
 
     The access token belongs in the connection's Password field, never in DAG code.
@@ -79,7 +79,7 @@ class FlowWebhookOperator(BaseOperator):
         wait_for_completion: bool = False,
         poll_interval: float = 30.0,
         timeout: float = 24 * 60 * 60,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = config.default_deferrable(),
         api_retry_policy: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_webhook_provider.delivery import RetryPolicy
-from airflow_webhook_provider.exceptions import FlowWebhookError
+from airflow_webhook_provider.core.exceptions import FlowWebhookError
+from airflow_webhook_provider.core.retry import RetryPolicy
 from airflow_webhook_provider.hooks.job_groups import (
     COMPLETE,
     FAILED_STATUSES,
@@ -42,7 +42,7 @@ class JobGroupTrigger(BaseTrigger):
         triggerer restart does not extend the wait.
     :param job_groups_conn_id: the ``job_groups`` connection.
     :param poll_interval: seconds between two status requests.
-    :param retry_policy: the fields of the :class:`~airflow_webhook_provider.delivery.RetryPolicy`
+    :param retry_policy: the fields of the :class:`~airflow_webhook_provider.core.retry.RetryPolicy`
         for each status request (429, 5xx and connection errors are retried); its defaults when omitted.
     """
 

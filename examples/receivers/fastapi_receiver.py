@@ -1,4 +1,4 @@
-"""A flow webhook receiver in FastAPI, verifying with airflow_webhook_provider.signing.
+"""A flow webhook receiver in FastAPI, verifying with airflow_webhook_provider.core.signing.
 
     WEBHOOK_SECRET=my-secret uvicorn fastapi_receiver:app --host 127.0.0.1 --port 8000
 
@@ -15,7 +15,7 @@ import os
 
 from fastapi import FastAPI, HTTPException, Request
 
-from airflow_webhook_provider.signing import InvalidSignature, ReplayGuard, payload_for, verify_signature
+from airflow_webhook_provider.core.signing import InvalidSignature, ReplayGuard, payload_for, verify_signature
 
 app = FastAPI()
 guard = ReplayGuard(tolerance_seconds=300)

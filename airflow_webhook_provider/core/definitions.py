@@ -2,22 +2,15 @@
 
 A :class:`FlowWebhook` is validated when it is built, which is when the DAG file is
 parsed, so a mistake shows as a DAG import error that names the webhook, the field and
-the fix. This module imports nothing from Airflow.
+the fix. A :class:`WebhookSet` is the webhooks of one flow, read from and written to
+definition files; :class:`~airflow_webhook_provider.capture.attach.FlowWebhooks` adds
+``attach(dag)`` to it. The limits an administrator sets (:class:`Limits`) come in as
+arguments: this module imports nothing from Airflow.
 
 Usage::
 
-    from airflow_webhook_provider import FlowWebhook, FlowWebhooks
-
-    FlowWebhooks(
-        FlowWebhook(
-            name="notify-slack",
-            conn_id="slack_webhook",
-            on="failure",
-            headers={"Content-Type": "application/json"},
-            body='{"text": "Job $jobId has completed. Status: $jobStatus."}',
-        ),
-        FlowWebhook(name="report-ready", conn_id="reports", on="success", outputs=["publish_report"]),
-    ).attach(dag)
+    webhook = FlowWebhook(name="report-ready", conn_id="reports", on="success", outputs=["publish_report"])
+    webhooks = WebhookSet.from_file("webhooks.yaml", limits=Limits(max_webhooks_per_flow=50))
 """
 
 from __future__ import annotations
@@ -28,7 +21,7 @@ import re
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -41,37 +34,33 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from typing_extensions import Self
 
-from airflow_webhook_provider.exceptions import InvalidWebhookDefinition, TemplateError
-from airflow_webhook_provider.templating import (
+from airflow_webhook_provider.core.exceptions import InvalidWebhookDefinition, TemplateError
+from airflow_webhook_provider.core.states import Event
+from airflow_webhook_provider.core.templating import (
     Template,
     check_json_template,
     parse_template,
     render_mode_for,
 )
 
-if TYPE_CHECKING:
-    from airflow.sdk import DAG
-
 __all__ = [
-    "DEFAULT_MAX_WEBHOOKS_PER_FLOW",
     "DEFINITION_FILE_VERSION",
-    "Event",
     "FileFormat",
     "FlowWebhook",
-    "FlowWebhooks",
     "JobEvent",
+    "Limits",
+    "WebhookSet",
+    "check_limits",
     "definition_file_schema",
     "event_for_state",
 ]
 
-Event = Literal["success", "failure"]
 Trigger = Literal["success", "failure", "any"]
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 FileFormat = Literal["yaml", "json"]
 
-DEFAULT_MAX_WEBHOOKS_PER_FLOW = 50
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 #: The ``version`` of the definition files this release reads and writes.
 DEFINITION_FILE_VERSION = 1
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -87,9 +76,9 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"
 _SECRET_KEYS = ("secret", "secret_key", "secretKey", "password", "token")
 
 _EVENT_BY_STATE: Mapping[str, Event] = {
-    "success": "success",
-    "failed": "failure",
-    "upstream_failed": "failure",
+    "success": Event.SUCCESS,
+    "failed": Event.FAILURE,
+    "upstream_failed": Event.FAILURE,
 }
 
 
@@ -114,6 +103,18 @@ class _FieldProblem(ValueError):
 
 class _Definition(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an administrator allows per flow (``[flow_webhook]`` options, read by the config module).
+
+    :param max_webhooks_per_flow: the most webhooks one DAG may define.
+    :param max_body_bytes: the largest body template, in bytes.
+    """
+
+    max_webhooks_per_flow: int = 50
+    max_body_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -328,14 +329,6 @@ class FlowWebhook(_Definition):
         for field, text in _texts(self.query, "query"):
             _check_text(field, text)
         if self.body is not None:
-            limit = max_body_bytes()
-            size = len(self.body.encode("utf-8"))
-            if size > limit:
-                raise _FieldProblem(
-                    "body",
-                    f"is {size} bytes, more than [flow_webhook] max_body_bytes ({limit}); send less, "
-                    "or ask an administrator to raise the limit",
-                )
             try:
                 template = parse_template(self.body)
                 if render_mode_for(self.declared_content_type) == "json":
@@ -370,7 +363,7 @@ class FlowWebhook(_Definition):
         :param state: the Airflow state, e.g. ``success``, ``failed``, ``upstream_failed``.
         """
         event = event_for_state(state)
-        return event is not None and self.on in (event, "any")
+        return event is not None and self.on in (event.value, "any")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> FlowWebhook:
@@ -449,15 +442,6 @@ def _definition_error(exc: ValidationError, data: Mapping[str, Any]) -> InvalidW
     return InvalidWebhookDefinition(f"{label}: {'; '.join(problems)}", webhook=name, field=first_field)
 
 
-def max_body_bytes() -> int:
-    """Return ``[flow_webhook] max_body_bytes`` from Airflow's config (default 1 MiB)."""
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:
-        return DEFAULT_MAX_BODY_BYTES
-    return int(conf.getint("flow_webhook", "max_body_bytes", fallback=DEFAULT_MAX_BODY_BYTES))
-
-
 def _check_text(field: str, value: str) -> None:
     try:
         value.encode("utf-8")
@@ -468,37 +452,27 @@ def _check_text(field: str, value: str) -> None:
         ) from None
 
 
-def max_webhooks_per_flow() -> int:
-    """Return ``[flow_webhook] max_webhooks_per_flow`` from Airflow's config (default 50)."""
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # used outside Airflow, e.g. by a receiver validating a file
-        return DEFAULT_MAX_WEBHOOKS_PER_FLOW
-    return int(conf.getint("flow_webhook", "max_webhooks_per_flow", fallback=DEFAULT_MAX_WEBHOOKS_PER_FLOW))
-
-
-class FlowWebhooks:
-    """The webhooks of one flow (DAG): unique names, at most ``max_webhooks_per_flow``.
+class WebhookSet:
+    """The webhooks of one flow (DAG), with unique names; read from and written to definition files.
 
     Usage::
 
-        FlowWebhooks(
-            FlowWebhook(name="on-fail", conn_id="alerts", on="failure"),
-        ).attach(dag)
+        webhooks = WebhookSet(FlowWebhook(name="on-fail", conn_id="alerts", on="failure"))
+        check_limits(webhooks, Limits(), where="DAG 'etl'")
+        text = webhooks.dump("yaml")
 
     :param webhooks: the definitions.
-    :raises InvalidWebhookDefinition: for a duplicate name or too many webhooks.
+    :raises InvalidWebhookDefinition: for a duplicate name.
     """
 
     def __init__(self, *webhooks: FlowWebhook) -> None:
         for webhook in webhooks:
             if not isinstance(webhook, FlowWebhook):
                 raise InvalidWebhookDefinition(
-                    f"FlowWebhooks takes FlowWebhook definitions, got {type(webhook).__name__}"
+                    f"{type(self).__name__} takes FlowWebhook definitions, got {type(webhook).__name__}"
                 )
         _check_unique(webhooks)
         self._webhooks = tuple(webhooks)
-        check_limit(len(self._webhooks), where="FlowWebhooks")
 
     def __iter__(self) -> Iterator[FlowWebhook]:
         return iter(self._webhooks)
@@ -507,10 +481,10 @@ class FlowWebhooks:
         return len(self._webhooks)
 
     def __repr__(self) -> str:
-        return f"FlowWebhooks({', '.join(repr(w.name) for w in self._webhooks)})"
+        return f"{type(self).__name__}({', '.join(repr(w.name) for w in self._webhooks)})"
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> FlowWebhooks:
+    def from_file(cls, path: str | os.PathLike[str], *, limits: Limits | None = None) -> Self:
         """Load the definitions of a YAML or JSON definition file, checked as the constructor checks them.
 
         The file is a mapping with a ``webhooks`` list, whose items have the fields of
@@ -524,6 +498,7 @@ class FlowWebhooks:
             FlowWebhooks.from_file(Path(__file__).with_name("webhooks.yaml")).attach(dag)
 
         :param path: the file.
+        :param limits: also check the administrator's limits; attaching to a DAG checks them anyway.
         :return: the definitions.
         :raises InvalidWebhookDefinition: naming the file, the webhook, the field and the fix,
             one line per problem found.
@@ -537,14 +512,17 @@ class FlowWebhooks:
             raise InvalidWebhookDefinition(
                 f"{source}: is not UTF-8 text (byte {exc.start}); save it as UTF-8"
             ) from None
-        return cls.from_mapping(_parse_definitions(text, _file_format(file, text), source), source=source)
+        return cls.from_mapping(
+            _parse_definitions(text, _file_format(file, text), source), source=source, limits=limits
+        )
 
     @classmethod
-    def from_mapping(cls, data: Any, *, source: str = "definitions") -> FlowWebhooks:
+    def from_mapping(cls, data: Any, *, source: str = "definitions", limits: Limits | None = None) -> Self:
         """Build the definitions from the parsed contents of a definition file.
 
         :param data: a mapping with a ``webhooks`` list and optionally ``version``.
         :param source: the file name, which starts every line of an error.
+        :param limits: also check the administrator's limits.
         :return: the definitions.
         :raises InvalidWebhookDefinition: one line per problem found.
         """
@@ -581,10 +559,16 @@ class FlowWebhooks:
                         f"webhooks[{index}]: {exc}", webhook=exc.webhook, field=exc.field
                     )
                 )
-        try:
-            check_limit(len(items), where="the file")
-        except InvalidWebhookDefinition as exc:
-            problems.append(exc)
+        if limits is not None:
+            try:
+                _check_count(len(items), limits, where="the file")
+            except InvalidWebhookDefinition as exc:
+                problems.append(exc)
+            for webhook in webhooks:
+                try:
+                    _check_body_size(webhook, limits)
+                except InvalidWebhookDefinition as exc:
+                    problems.append(exc)
         try:
             _check_unique(webhooks)
         except InvalidWebhookDefinition as exc:
@@ -619,24 +603,6 @@ class FlowWebhooks:
             mapping, Dumper=_DefinitionDumper, sort_keys=False, allow_unicode=True, default_flow_style=False
         )
 
-    def attach(self, dag: DAG) -> DAG:
-        """Wire every webhook to the DAG and return the DAG.
-
-        Webhooks without ``outputs`` become DAG-level success/failure callbacks; webhooks
-        with ``outputs`` become task-level callbacks on those tasks, plus a DAG-level check
-        for outputs that never ran (``upstream_failed``). Callbacks the author set are kept.
-        Attaching the same definitions again adds nothing.
-
-        :param dag: the DAG.
-        :return: the same DAG.
-        :raises InvalidWebhookDefinition: for an output that is not a task of the DAG, a name
-            used twice with different definitions, or too many webhooks.
-        """
-        from airflow_webhook_provider.callbacks import attach_webhooks
-
-        attach_webhooks(dag, self._webhooks)
-        return dag
-
 
 def _check_unique(webhooks: Iterable[FlowWebhook]) -> None:
     seen: set[str] = set()
@@ -651,19 +617,38 @@ def _check_unique(webhooks: Iterable[FlowWebhook]) -> None:
         seen.add(webhook.name)
 
 
-def check_limit(count: int, *, where: str) -> None:
-    """Refuse more webhooks than ``[flow_webhook] max_webhooks_per_flow`` allows.
+def check_limits(webhooks: Iterable[FlowWebhook], limits: Limits, *, where: str) -> None:
+    """Refuse more webhooks, or larger bodies, than the administrator allows.
 
-    :param count: the number of webhooks of one flow.
+    :param webhooks: every webhook of one flow.
+    :param limits: ``[flow_webhook] max_webhooks_per_flow`` and ``max_body_bytes``.
     :param where: the flow, for the message.
-    :raises InvalidWebhookDefinition: when ``count`` is over the limit.
+    :raises InvalidWebhookDefinition: naming the webhook or the flow, the field and the fix.
     """
-    limit = max_webhooks_per_flow()
+    listed = list(webhooks)
+    _check_count(len(listed), limits, where=where)
+    for webhook in listed:
+        _check_body_size(webhook, limits)
+
+
+def _check_count(count: int, limits: Limits, *, where: str) -> None:
+    limit = limits.max_webhooks_per_flow
     if count > limit:
         raise InvalidWebhookDefinition(
             f"{where} defines {count} flow webhooks, more than the {limit} allowed per flow; remove some, "
             "or ask an administrator to raise [flow_webhook] max_webhooks_per_flow",
             field="webhooks",
+        )
+
+
+def _check_body_size(webhook: FlowWebhook, limits: Limits) -> None:
+    size = len((webhook.body or "").encode("utf-8"))
+    if size > limits.max_body_bytes:
+        raise InvalidWebhookDefinition(
+            f"flow webhook {webhook.name!r}: field 'body': is {size} bytes, more than [flow_webhook] "
+            f"max_body_bytes ({limits.max_body_bytes}); send less, or ask an administrator to raise the limit",
+            webhook=webhook.name,
+            field="body",
         )
 
 
@@ -811,14 +796,13 @@ def _parse_definitions(text: str, file_format: FileFormat, source: str) -> Any:
         raise InvalidWebhookDefinition(f"{source}: not valid YAML: {exc}") from None
 
 
-def definition_file_schema(max_webhooks: int | None = None) -> dict[str, Any]:
+def definition_file_schema(max_webhooks: int = Limits.max_webhooks_per_flow) -> dict[str, Any]:
     """Return the JSON Schema (draft 2020-12) of a definition file, for editors and CI.
 
     The schema is derived from :class:`FlowWebhook`. It cannot express every rule (unique
     names, template references, header names); ``flow-webhook validate`` checks them all.
 
-    :param max_webhooks: the most webhooks a file may list; ``[flow_webhook]
-        max_webhooks_per_flow`` when omitted.
+    :param max_webhooks: the most webhooks a file may list (``[flow_webhook] max_webhooks_per_flow``).
     """
     webhook = FlowWebhook.model_json_schema()
     webhook["description"] = "One flow webhook: what to send, where, and when a run or an output ends."
@@ -842,7 +826,7 @@ def definition_file_schema(max_webhooks: int | None = None) -> dict[str, Any]:
             "webhooks": {
                 "type": "array",
                 "description": "The webhooks of one flow (DAG).",
-                "maxItems": max_webhooks if max_webhooks is not None else max_webhooks_per_flow(),
+                "maxItems": max_webhooks,
                 "items": {"$ref": "#/$defs/FlowWebhook"},
             },
         },

@@ -21,7 +21,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from airflow_webhook_provider.exceptions import FlowWebhookError
+from airflow_webhook_provider.core.exceptions import FlowWebhookError
 
 __all__ = ["DEFAULT_FORBIDDEN_NETWORKS", "EgressBlocked", "EgressPolicy"]
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlencode
 
 if TYPE_CHECKING:
-    from airflow_webhook_provider.ledger import AttemptRecord, Delivery
+    from airflow_webhook_provider.delivery.pipeline import DeliveryMode
+    from airflow_webhook_provider.ledger import AttemptRecord, Delivery, EndpointHealth
 
 __all__ = [
     "ATTEMPTS_PAGE_SIZE",
@@ -32,6 +33,8 @@ __all__ = [
     "Theme",
     "render_attempts",
     "render_delivery",
+    "render_endpoints",
+    "render_mode",
     "render_page",
     "render_summary",
 ]
@@ -48,9 +51,22 @@ CSRF_VALUE = "flow-webhooks-tab"
 
 _ERROR_CHARS = 160
 _EXCERPT_CHARS = 1000
-_STATE_TONES = {"delivered": "success", "pending": "queued", "failed": "retry", "dead": "failed"}
-#: Rows that need attention first: given up, failing, in flight, then delivered.
-_ATTENTION = {"dead": 0, "failed": 1, "pending": 2, "delivered": 3}
+_STATE_TONES = {
+    "delivered": "success",
+    "pending": "queued",
+    "failed": "retry",
+    "dead": "failed",
+    "held": "queued",
+}
+#: Rows that need attention first: given up, held, failing, in flight, then delivered.
+_ATTENTION = {"dead": 0, "held": 1, "failed": 2, "pending": 3, "delivered": 4}
+#: How each message was captured, in words.
+_CAPTURES = {
+    "callback": "an Airflow callback",
+    "listener": "an Airflow listener (scheduler or API server)",
+    "reconciled": "run-end reconciliation of the outputs",
+    "test": "a test",
+}
 
 
 def _e(value: object) -> str:
@@ -167,6 +183,7 @@ def render_delivery(delivery: Delivery, *, urls: TabUrls, can_redeliver: bool) -
         f'<td class="name" title="delivery {_e(delivery.id)}">{_e(delivery.webhook)}</td>'
         f"<td>{_event(delivery)}</td>"
         f"<td>{output}</td>"
+        f'<td class="small" title="{_e(_CAPTURES.get(delivery.capture, delivery.capture))}">{_e(delivery.capture)}</td>'
         f'<td class="url mono"><span class="method">{_e(delivery.method)}</span> '
         f'<span title="{_e(delivery.url)}">{_e(delivery.url)}</span></td>'
         f"<td>{_state_badge(delivery)}{_when_next(delivery)}</td>"
@@ -177,7 +194,7 @@ def render_delivery(delivery: Delivery, *, urls: TabUrls, can_redeliver: bool) -
         f'<td class="error">{_clipped(delivery.last_error, _ERROR_CHARS)}</td>'
         f"<td>{button}</td>"
         "</tr>"
-        f'<tr class="attempts-row" id="{row_id}-attempts" hidden><td></td><td colspan="11">'
+        f'<tr class="attempts-row" id="{row_id}-attempts" hidden><td></td><td colspan="12">'
         f'<p class="muted small">Delivery <span class="mono">{_e(delivery.id)}</span> '
         f"(the X-Webhook-Id header of every attempt), created {_when(delivery.created_at)} UTC</p>"
         '<div class="attempts-cell" aria-live="polite"></div></td></tr>'
@@ -249,14 +266,43 @@ def render_summary(deliveries: Sequence[Delivery], *, truncated: bool) -> str:
     parts = [f"<strong>{len(deliveries)}{'+' if truncated else ''}</strong> deliveries"]
     parts += [
         f'<span class="badge {_STATE_TONES[state]}">{counts[state]} {state}</span>'
-        for state in ("delivered", "failed", "pending", "dead")
+        for state in ("delivered", "failed", "pending", "held", "dead")
         if counts[state]
     ]
     return " ".join(parts)
 
 
+def render_mode(mode: DeliveryMode) -> str:
+    """Return who sends new messages right now: the dispatcher, or the callbacks inline."""
+    tone = "success" if mode.name == "dispatcher" else "retry"
+    return f'<span class="badge {tone}">{_e(mode.name)}</span> <span class="muted small">{_e(mode.describe())}</span>'
+
+
+def render_endpoints(endpoints: Sequence[EndpointHealth]) -> str:
+    """Return the health of the run's endpoints that are failing or whose circuit is open (empty when all are well)."""
+    troubled = [e for e in endpoints if e.circuit == "open" or e.consecutive_failures]
+    if not troubled:
+        return ""
+    items = []
+    for endpoint in troubled:
+        if endpoint.circuit == "open":
+            state = (
+                f'<span class="badge failed">circuit open</span> since {_when(endpoint.opened_at)} '
+                f"({_e(endpoint.opened_reason or '')}); next probe {_when(endpoint.next_probe_at)}"
+            )
+        else:
+            state = f'<span class="badge retry">{endpoint.consecutive_failures} failure(s) in a row</span>'
+        items.append(
+            f'<li><span class="mono">{_e(endpoint.key)}</span>: {state}; last success '
+            f"{_when(endpoint.last_success_at)}</li>"
+        )
+    return f'<ul class="endpoints small">{"".join(items)}</ul>'
+
+
 def render_page(
     *,
+    mode: DeliveryMode,
+    endpoints: Sequence[EndpointHealth],
     dag_id: str,
     run_id: str,
     deliveries: Sequence[Delivery],
@@ -268,6 +314,8 @@ def render_page(
 ) -> str:
     """Return the whole tab for one run.
 
+    :param mode: who sends new messages (dispatcher or inline).
+    :param endpoints: the health of the endpoints the run's deliveries go to.
     :param dag_id: the DAG.
     :param run_id: the run.
     :param deliveries: the run's deliveries; shown dead, failed and pending first, then by webhook name.
@@ -283,7 +331,9 @@ def render_page(
         body = "".join(render_delivery(d, urls=urls, can_redeliver=can_redeliver) for d in ordered)
         table = (
             '<table class="deliveries"><thead><tr><th><span class="sr">Expand</span></th>'
-            "<th>Webhook</th><th>Event</th><th>Output</th><th>URL</th><th>State</th>"
+            "<th>Webhook</th><th>Event</th><th>Output</th>"
+            '<th title="How the end was seen: callback, listener or reconciled">Captured by</th>'
+            "<th>URL</th><th>State</th>"
             '<th class="num">Attempts</th><th class="num" title="The HTTP status of the last attempt">HTTP</th>'
             '<th class="num" title="From the first record to the last outcome">Took</th>'
             "<th>Last activity (UTC)</th><th>Last error</th><th></th></tr></thead>"
@@ -307,6 +357,7 @@ def render_page(
         f'<style nonce="{_e(nonce)}">{_CSS}</style></head><body>'
         f'<header><h1>Webhooks</h1><p class="muted small">{_e(dag_id)} · <span class="mono">{_e(run_id)}</span></p>'
         f'<p class="summary-line">{render_summary(deliveries, truncated=truncated)}</p>'
+        f'<p class="mode small">Delivery: {render_mode(mode)}</p>{render_endpoints(endpoints)}'
         '<p id="notice" class="notice" role="status" aria-live="polite" hidden></p></header>'
         f"<main>{note}{table}</main>"
         f'<script nonce="{_e(nonce)}" data-csrf-header="{_e(CSRF_HEADER)}" data-csrf-value="{_e(CSRF_VALUE)}">'
@@ -366,6 +417,7 @@ pre.excerpt { margin: 0; max-height: 8rem; max-width: 32rem; overflow: auto; whi
 .notice { padding: 6px 10px; border-radius: 6px; background: var(--subtle); border: 1px solid var(--border); }
 .notice.bad { color: var(--error); }
 .empty { padding: 24px 0; color: var(--muted); }
+ul.endpoints { margin: 4px 0; padding-left: 18px; }
 """
 
 _JS = """

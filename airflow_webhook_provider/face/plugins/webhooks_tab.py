@@ -4,7 +4,7 @@
 
 * a web app mounted in the API server at ``/flow-webhooks`` (``fastapi_apps``), which
   renders the run's deliveries from the ledger and replays one on request (see
-  ``airflow_webhook_provider.plugins.app`` for its routes and access control);
+  ``airflow_webhook_provider.face.plugins.app`` for its routes and access control);
 * an external view with ``destination: "dag_run"``, which the Airflow UI shows as a
   **Webhooks** tab on every DAG run page, in a same-origin iframe whose URL is ``href``
   with ``{DAG_ID}`` and ``{RUN_ID}`` filled in; the UI session cookie authenticates it.
@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow.sdk.configuration import conf
 from airflow.sdk.plugins_manager import AirflowPlugin
+
+from airflow_webhook_provider import config
 
 __all__ = ["URL_PREFIX", "FlowWebhooksPlugin", "WebhooksTabApp"]
 
@@ -41,15 +42,15 @@ class WebhooksTabApp:
     """An ASGI app that hands every request to the tab's FastAPI app, imported on first use."""
 
     async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
-        """Serve one request (or lifespan event) with ``airflow_webhook_provider.plugins.app.app``."""
-        from airflow_webhook_provider.plugins.app import app
+        """Serve one request (or lifespan event) with ``airflow_webhook_provider.face.plugins.app.app``."""
+        from airflow_webhook_provider.face.plugins.app import app
 
         await app(scope, receive, send)
 
 
 def _api_root_path() -> str:
     """Return the path part of ``[api] base_url`` without its trailing slash (usually empty)."""
-    return urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    return urlsplit(config.base_url()).path.rstrip("/")
 
 
 class FlowWebhooksPlugin(AirflowPlugin):

@@ -29,7 +29,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
-from airflow_webhook_provider.egress import EgressPolicy
+from airflow_webhook_provider.core.egress import EgressPolicy
 
 __all__ = ["AttemptContext", "GuardedAdapter", "attempt_context"]
 
@@ -42,10 +42,15 @@ class AttemptContext:
 
     :param policy: the egress policy every new connection is checked against.
     :param deadline_seconds: how long the whole attempt may take.
+    :param check_addresses: check the address each connection resolves to; off when the
+        connection goes to a proxy (whose target the sender checked before).
     """
 
-    def __init__(self, policy: EgressPolicy, deadline_seconds: float) -> None:
+    def __init__(
+        self, policy: EgressPolicy, deadline_seconds: float, *, check_addresses: bool = True
+    ) -> None:
         self.policy = policy
+        self.check_addresses = check_addresses
         self.deadline_seconds = deadline_seconds
         self.deadline_at = time.monotonic() + deadline_seconds
         self.deadline_hit = False
@@ -127,9 +132,11 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @contextmanager
-def attempt_context(policy: EgressPolicy, deadline_seconds: float) -> Iterator[AttemptContext]:
+def attempt_context(
+    policy: EgressPolicy, deadline_seconds: float, *, check_addresses: bool = True
+) -> Iterator[AttemptContext]:
     """Run one attempt in this thread under ``policy`` and a whole-request deadline."""
-    context = AttemptContext(policy, deadline_seconds)
+    context = AttemptContext(policy, deadline_seconds, check_addresses=check_addresses)
     previous = getattr(_local, "context", None)
     _local.context = context
     _watchdog.add(context)
@@ -156,7 +163,7 @@ class _GuardedConnectionMixin:
 
     def _new_conn(self) -> socket.socket:
         context = _current()
-        policy = context.policy if context is not None else _OPEN
+        policy = context.policy if context is not None and context.check_addresses else _OPEN
         try:
             infos = socket.getaddrinfo(self._dns_host, self.port, 0, socket.SOCK_STREAM)
         except socket.gaierror as exc:
@@ -207,13 +214,23 @@ class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
+_GUARDED_POOLS = {"http": _GuardedHTTPConnectionPool, "https": _GuardedHTTPSConnectionPool}
+
+
 class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose connections obey the attempt's egress policy and deadline."""
+    """A requests adapter whose connections obey the attempt's egress policy and deadline.
+
+    Connections to a proxy are guarded too (the deadline holds there as well); requests
+    builds a separate pool manager per proxy, so both kinds are given the guarded pools.
+    """
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         """Create the pool manager with guarded connection pools."""
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _GuardedHTTPConnectionPool,
-            "https": _GuardedHTTPSConnectionPool,
-        }
+        self.poolmanager.pool_classes_by_scheme = dict(_GUARDED_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """Return the pool manager for a proxy, with guarded connection pools."""
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = dict(_GUARDED_POOLS)
+        return manager

@@ -33,14 +33,13 @@ from urllib.parse import urlsplit
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from airflow.sdk.configuration import conf
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from airflow_webhook_provider.exceptions import FlowWebhookError
-from airflow_webhook_provider.ledger import Delivery, Ledger, LedgerError, open_ledger
-from airflow_webhook_provider.ledger.redelivery import replay
-from airflow_webhook_provider.plugins.page import (
+from airflow_webhook_provider import config
+from airflow_webhook_provider.core.exceptions import FlowWebhookError
+from airflow_webhook_provider.delivery.pipeline import Pipeline
+from airflow_webhook_provider.face.plugins.page import (
     ATTEMPTS_PAGE_SIZE,
     CSRF_HEADER,
     CSRF_VALUE,
@@ -52,10 +51,14 @@ from airflow_webhook_provider.plugins.page import (
     render_page,
     render_summary,
 )
+from airflow_webhook_provider.ledger import Delivery, Ledger, LedgerError
 
 __all__ = ["app", "require_same_origin"]
 
 log = logging.getLogger(__name__)
+
+#: How long Redeliver waits for the dispatcher's attempt before answering "queued".
+REDELIVER_WAIT_SECONDS = 35.0
 
 _can_read = requires_access_dag("GET", DagAccessEntity.RUN)
 _can_edit = requires_access_dag("PUT", DagAccessEntity.RUN)
@@ -74,7 +77,7 @@ def _is_own_origin(origin: str, request: Request) -> bool:
         return False
     if parts.netloc == request.headers.get("host"):
         return True
-    base = urlsplit(conf.get("api", "base_url", fallback="") or "")
+    base = urlsplit(config.base_url())
     return bool(base.netloc) and (parts.scheme, parts.netloc) == (base.scheme, base.netloc)
 
 
@@ -104,13 +107,16 @@ def require_same_origin(request: Request) -> None:
         )
 
 
-def _ledger() -> Ledger:
+def _pipeline() -> Pipeline:
     try:
-        return open_ledger()
+        return Pipeline.from_config(require_ledger=True)
     except FlowWebhookError as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"The flow webhook ledger cannot be opened: {exc}"
-        ) from exc
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+
+def _ledger(pipeline: Pipeline) -> Ledger:
+    assert pipeline.ledger is not None  # from_config(require_ledger=True)
+    return pipeline.ledger
 
 
 def _delivery_of_run(ledger: Ledger, delivery_id: str, dag_id: str, run_id: str) -> Delivery:
@@ -153,9 +159,13 @@ def run_page(
     request: Request, user: GetUserDep, dag_id: DagId, run_id: RunId, theme: Theme | None = None
 ) -> HTMLResponse:
     """Return the Webhooks tab of one DAG run."""
-    rows = _ledger().deliveries(dag_id=dag_id, run_id=run_id, limit=MAX_DELIVERIES + 1)
+    pipeline = _pipeline()
+    ledger = _ledger(pipeline)
+    rows = ledger.deliveries(dag_id=dag_id, run_id=run_id, limit=MAX_DELIVERIES + 1)
     nonce = secrets.token_urlsafe(18)
     page = render_page(
+        mode=pipeline.mode(),
+        endpoints=ledger.endpoint_health(sorted({row.endpoint for row in rows})),
         dag_id=dag_id,
         run_id=run_id,
         deliveries=rows[:MAX_DELIVERIES],
@@ -177,7 +187,7 @@ def attempts_page(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> HTMLResponse:
     """Return one page of a delivery's attempts, newest first."""
-    ledger = _ledger()
+    ledger = _ledger(_pipeline())
     delivery = _delivery_of_run(ledger, delivery_id, dag_id, run_id)
     newest_first = ledger.attempts(delivery_id)[::-1]
     end = offset + ATTEMPTS_PAGE_SIZE
@@ -196,11 +206,16 @@ def attempts_page(
 def redeliver(
     request: Request, user: GetUserDep, dag_id: DagId, run_id: RunId, delivery_id: DeliveryId
 ) -> JSONResponse:
-    """Send one delivery again now (same delivery id, fresh signature) and return its new row."""
-    ledger = _ledger()
+    """Send one delivery again now (same delivery id, fresh signature) and return its new row.
+
+    With a dispatcher alive, the dispatcher sends it and this waits for its answer; the API
+    server sends it itself only when no dispatcher runs.
+    """
+    pipeline = _pipeline()
+    ledger = _ledger(pipeline)
     _delivery_of_run(ledger, delivery_id, dag_id, run_id)
     try:
-        result = replay(delivery_id, ledger)
+        result = pipeline.send_now(delivery_id, wait_seconds=REDELIVER_WAIT_SECONDS)
     except LedgerError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     delivery = ledger.get(delivery_id)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, quote_plus
 
-from airflow_webhook_provider.exceptions import TemplateError
+from airflow_webhook_provider.core.exceptions import TemplateError
 
 __all__ = [
     "REFERENCES",

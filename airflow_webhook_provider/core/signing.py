@@ -7,7 +7,7 @@ sent (query string included) for GET and DELETE.
 
 This module imports nothing from Airflow, so a receiver can use it on its own::
 
-    from airflow_webhook_provider.signing import verify_signature
+    from airflow_webhook_provider.core.signing import verify_signature
 
     verify_signature(request.headers["X-Webhook-Signature"], request.get_data(), "mySecret")
 """
@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from airflow_webhook_provider.exceptions import InvalidSignature
+from airflow_webhook_provider.core.exceptions import InvalidSignature
 
 __all__ = [
     "DELIVERY_ID_HEADER",

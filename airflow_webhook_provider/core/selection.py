@@ -1,0 +1,50 @@
+"""Which webhooks an end calls for: the trigger rules, as pure functions.
+
+A webhook without ``outputs`` fires once per finished run whose state matches its
+``on``; a webhook with ``outputs`` fires once per selected output whose final state
+matches (``upstream_failed`` counts as a failure, ``skipped`` fires nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from airflow_webhook_provider.core.definitions import FlowWebhook
+
+__all__ = ["for_output", "for_run", "reconcile", "selected_outputs"]
+
+
+def for_run(webhooks: Iterable[FlowWebhook], state: str) -> list[FlowWebhook]:
+    """Return the webhooks a run ending in ``state`` fires."""
+    return [w for w in webhooks if w.outputs is None and w.fires_on(state)]
+
+
+def for_output(webhooks: Iterable[FlowWebhook], task_id: str, state: str) -> list[FlowWebhook]:
+    """Return the webhooks an output task ending in ``state`` fires."""
+    return [w for w in webhooks if w.outputs is not None and task_id in w.outputs and w.fires_on(state)]
+
+
+def selected_outputs(webhooks: Iterable[FlowWebhook]) -> list[str]:
+    """Return every task id some webhook selects as an output, sorted."""
+    return sorted({task_id for w in webhooks for task_id in w.outputs or ()})
+
+
+def reconcile(
+    webhooks: Iterable[FlowWebhook], states: Mapping[str, str]
+) -> list[tuple[FlowWebhook, str, str]]:
+    """Return ``(webhook, task_id, state)`` for every selected output whose final state fires a webhook.
+
+    Run at the end of a run, this finds the messages of outputs that never ran
+    (``upstream_failed``) or were set by hand, next to those their own callbacks sent;
+    the ledger keeps one message per delivery id, so the latter add nothing.
+
+    :param webhooks: the DAG's webhooks.
+    :param states: task id to final state, for the selected outputs.
+    """
+    found = []
+    for webhook in webhooks:
+        for task_id in webhook.outputs or ():
+            state = states.get(task_id)
+            if state is not None and webhook.fires_on(state):
+                found.append((webhook, task_id, state))
+    return found
