@@ -9,6 +9,7 @@ own subprocess in its own session (so its whole process group can be signalled):
     airflow scheduler --skip-serve-logs         # LocalExecutor runs the tasks
     airflow dag-processor                       # parses DAGs, runs DAG-level callbacks
     airflow triggerer --skip-serve-logs         # deferred tasks, only when a test needs it
+    airflow flow-webhooks dispatcher            # sends flow webhooks from the ledger, when a test needs it
 
 ``airflow`` is the console script next to the running interpreter (``python -m airflow``
 if there is none), so the components use the same virtualenv as the tests.
@@ -78,7 +79,7 @@ from typing import IO, Any
 
 import requests
 
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "dispatcher")
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 
 # The job each component records a heartbeat for, as named by /api/v2/monitor/health.
@@ -372,14 +373,55 @@ class AirflowDeployment:
                 self._spawn(name)
         if "api-server" in self._components:
             self._wait_healthy([name for name in components if name in _HEALTH_KEYS], timeout)
+        if "dispatcher" in components:
+            self.wait_for_dispatcher(timeout)
+
+    def wait_for_dispatcher(self, timeout: float = 120) -> None:
+        """Wait until the ledger holds a fresh dispatcher heartbeat (callbacks then leave sending to it)."""
+        deadline = time.monotonic() + timeout
+        status: Any = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            done = self.provider_cli("status", "-o", "json", check=False)
+            if done.returncode == 0:
+                status = json.loads(done.stdout)
+                if status["mode"] == "dispatcher":
+                    return
+            time.sleep(1)
+        raise RuntimeError(f"no dispatcher heartbeat within {timeout:.0f} s; last status: {status}")
+
+    def provider_cli(
+        self, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``flow-webhook *args`` (the provider's own CLI, clean stdout) against this deployment."""
+        return subprocess.run(
+            [sys.executable, "-m", "airflow_webhook_provider", *args],
+            env=self.env,
+            cwd=self.home,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
 
     def _spawn(self, name: str) -> None:
-        arguments = {
-            "api-server": ["api-server", "-H", "127.0.0.1", "-p", str(self.port)],
-            "scheduler": ["scheduler", "--skip-serve-logs"],
-            "dag-processor": ["dag-processor"],
-            "triggerer": ["triggerer", "--skip-serve-logs"],
-        }[name]
+        self.start_process(
+            name,
+            *{
+                "api-server": ["api-server", "-H", "127.0.0.1", "-p", str(self.port)],
+                "scheduler": ["scheduler", "--skip-serve-logs"],
+                "dag-processor": ["dag-processor"],
+                "triggerer": ["triggerer", "--skip-serve-logs"],
+                "dispatcher": ["flow-webhooks", "dispatcher"],
+            }[name],
+        )
+
+    def start_process(self, name: str, *arguments: str) -> None:
+        """Start ``airflow *arguments`` as a component called ``name`` (e.g. a second dispatcher, a Celery worker).
+
+        It is stopped with the others, its log is ``logs-components/<name>.log``.
+        """
         log_file = (self.component_log_dir / f"{name}.log").open("ab")
         try:
             process = subprocess.Popen(
@@ -453,10 +495,10 @@ class AirflowDeployment:
 
     def dump_logs(self, n: int = 80) -> None:
         """Print the tail of every component log to stderr."""
-        for name in COMPONENTS:
-            tail = self.log_tail(name, n)
+        for path in sorted(self.component_log_dir.glob("*.log")):
+            tail = self.log_tail(path.stem, n)
             if tail:
-                print(f"\n===== {name} (last {n} lines) =====\n{tail}", file=sys.stderr)
+                print(f"\n===== {path.stem} (last {n} lines) =====\n{tail}", file=sys.stderr)
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """Return a task attempt's log, read from ``AIRFLOW_HOME/logs`` (empty if absent)."""

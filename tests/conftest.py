@@ -7,10 +7,12 @@ module imports Airflow. Every test session gets its own home, removed at the end
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -114,3 +116,100 @@ def dag_file(airflow_db: Path):
     yield write
     for path in written:
         path.unlink(missing_ok=True)
+
+
+def retry_schedule(attempts: int = 1, *, backoff: float = 0.01, budget: float = 10.0, **slow: float) -> Any:
+    """A RetrySchedule for tests: ``attempts`` quick attempts ``backoff`` apart within ``budget`` seconds."""
+    from airflow_webhook_provider.core.retry import RetrySchedule
+
+    return RetrySchedule(attempts=attempts, backoff_seconds=backoff, budget_seconds=budget, **slow)
+
+
+def submit(pairs: Any, *, attempts: int = 1, backoff: float = 0.01, budget: float = 10.0) -> list[Any]:
+    """Record (webhook, event) pairs and send them as a callback does without a dispatcher; return the results.
+
+    Each message gets a random delivery id, so the same pair may be sent by several tests.
+    """
+    from dataclasses import replace
+
+    from airflow_webhook_provider import config
+    from airflow_webhook_provider.core.identity import random_delivery_id
+    from airflow_webhook_provider.core.states import CaptureSource
+    from airflow_webhook_provider.delivery.pipeline import Pipeline, message_for
+
+    pipeline = Pipeline.from_config()
+    pipeline.settings = replace(config.load(), retry=retry_schedule(attempts, backoff=backoff, budget=budget))
+    messages = [
+        message_for(
+            webhook, event, clear_number=0, capture=CaptureSource.CALLBACK, delivery_id=random_delivery_id()
+        )
+        for webhook, event in pairs
+    ]
+    return pipeline.submit(messages)
+
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[dict[str, Any]]:
+    """A fresh database on the machine's PostgreSQL, as an Airflow ``postgres`` connection; dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            pass
+    except OSError:
+        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run starts it)")
+    database = f"flow_webhook_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{database}"'))
+    try:
+        yield {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": 5432,
+            "login": "postgres",
+            "schema": database,
+        }
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def ledger_connection(kind: str, directory: Path) -> Iterator[dict[str, Any]]:
+    """A fresh ledger database of ``kind`` (``sqlite`` or ``postgresql``), as an Airflow connection."""
+    if kind == "sqlite":
+        yield {"conn_type": "sqlite", "host": str(directory / f"ledger-{uuid.uuid4().hex[:8]}.db")}
+    else:
+        with postgres_database() as connection:
+            yield connection
+
+
+@pytest.fixture(autouse=True)
+def own_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Give every test a ledger of its own, so no message or endpoint health (an open circuit) carries over.
+
+    ``[flow_webhook] ledger_conn_id`` points at a SQLite file in the test's ``tmp_path``, for this
+    process and the processes it starts; the file is created on first use. Tests that need
+    another ledger (PostgreSQL) set their own connection over it.
+    """
+    connection = {"conn_type": "sqlite", "host": str(tmp_path / "flow_webhooks.db")}
+    monkeypatch.setenv("AIRFLOW_CONN_FLOW_WEBHOOK_TEST_LEDGER", json.dumps(connection))
+    monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__LEDGER_CONN_ID", "flow_webhook_test_ledger")
+    opened: list[Any] = []
+
+    class _Lazy:
+        def __getattr__(self, name: str) -> Any:
+            from airflow_webhook_provider.ledger import open_ledger
+
+            if not opened:
+                opened.append(open_ledger())
+            return getattr(opened[0], name)
+
+    yield _Lazy()
+    for ledger in opened:
+        ledger.engine.dispose()

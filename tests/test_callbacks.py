@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from airflow_webhook_provider.exceptions import InvalidWebhookDefinition
+from airflow_webhook_provider.core.exceptions import InvalidWebhookDefinition
 
 pytestmark = pytest.mark.usefixtures("fast_retries")
 
@@ -124,7 +124,7 @@ class TestTriggerMatrix:
         ],
     )
     def test_exactly_the_expected_messages(
-        self, dag_file, receiver, connect, failing, outputs_by_key, run_state
+        self, dag_file, receiver, connect, own_ledger, failing, outputs_by_key, run_state
     ):
         connect("receiver")
         module = dag_file(
@@ -154,6 +154,10 @@ class TestTriggerMatrix:
         assert {b["job"] for b in bodies} == {dag_run.run_id}
         assert all(r.signature_valid for r in requests), [r.signature_error for r in requests]
         assert len({r.delivery_id for r in requests}) == len(requests)
+        # The ledger holds one message per delivery, each delivered once.
+        recorded = own_ledger.deliveries(limit=None)
+        assert {d.id for d in recorded} == {r.delivery_id for r in requests}
+        assert {(d.state, d.attempts) for d in recorded} == {("delivered", 1)}
 
 
 SIMPLE_DAG = """

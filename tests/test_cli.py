@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import subprocess
@@ -28,20 +29,19 @@ import jsonschema
 import pytest
 from sqlalchemy import text
 
-from airflow_webhook_provider.callbacks import dispatch
-from airflow_webhook_provider.cli import main
-from airflow_webhook_provider.delivery import RetryPolicy
+from airflow_webhook_provider import config
+from airflow_webhook_provider.capture.attach import FlowWebhooks
+from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
+from airflow_webhook_provider.core.signing import sign
+from airflow_webhook_provider.face.cli.definition import main
 from airflow_webhook_provider.ledger import Ledger, open_ledger
-from airflow_webhook_provider.models import FlowWebhook, FlowWebhooks, JobEvent
 from airflow_webhook_provider.receiver import Reply
-from airflow_webhook_provider.signing import sign
-from tests.conftest import REPO, SECRET
+from tests.conftest import REPO, SECRET, submit
 
 EXAMPLE = REPO / "examples" / "webhooks.yaml"
 SCHEMA_FILE = REPO / "schemas" / "flow-webhooks.schema.json"
 MAX_ENV = "AIRFLOW__FLOW_WEBHOOK__MAX_WEBHOOKS_PER_FLOW"
 EVENT = JobEvent(flow_id="cli_dag", job_id="manual__1", job_status="failed")
-ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 
 
 class _Terminal(io.StringIO):
@@ -54,6 +54,16 @@ def cli(*args: str | Path, err: io.StringIO | None = None) -> tuple[int, str, st
     out, err = io.StringIO(), err if err is not None else io.StringIO()
     code = main([str(a) for a in args], out=out, err=err)
     return code, out.getvalue(), err.getvalue()
+
+
+def table(text: str) -> tuple[list[str], str, list[list[str]]]:
+    """Split an AirflowConsole table into (header cells, rule line, row cells)."""
+    header, rule, *rows = [line for line in text.splitlines() if line.strip()]
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.split(" | ")]
+
+    return cells(header), rule.strip(), [cells(row) for row in rows]
 
 
 def run_cli(*args: str | Path, stdin: bytes | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -76,19 +86,26 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__LEDGER_CONN_ID", "cli_ledger")
     monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__REDELIVERY_BACKOFF_SECONDS", "0.05")
     monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__REDELIVERY_MAX_BACKOFF_SECONDS", "0.05")
-    opened = open_ledger()
+    opened = open_ledger(config.load().ledger_conn_id)
     yield opened
     opened.engine.dispose()
 
 
 def failed_deliveries(ledger: Ledger, receiver: Any, connect: Any, count: int) -> list[str]:
-    """Record ``count`` deliveries the receiver refused, due for redelivery now."""
+    """Record ``count`` deliveries the receiver refused, due for redelivery now.
+
+    From three refusals on, the receiver's circuit is open; its probe is made due now too,
+    so a drain sends the probe first and, once it succeeds, the rest.
+    """
     connect("receiver")
     receiver.default = Reply(500, body=b"down for maintenance")
     webhooks = [FlowWebhook(name=f"w{i:02d}", conn_id="receiver") for i in range(count)]
-    results = dispatch([(w, EVENT) for w in webhooks], retry_policy=ONE_ATTEMPT)
+    results = submit([(w, EVENT) for w in webhooks], attempts=1)
     with ledger.engine.begin() as conn:
         conn.execute(text("UPDATE flow_webhook_deliveries SET next_attempt_at = 0"))
+        conn.execute(
+            text("UPDATE flow_webhook_endpoints SET next_probe_at = 0 WHERE next_probe_at IS NOT NULL")
+        )
     receiver.default = Reply(200)
     return [r.delivery_id for r in results]
 
@@ -99,8 +116,10 @@ class TestTestCommand:
         code, out, _ = cli("test", "receiver")
         assert code == 0
         assert out.startswith("receiver: Receiver answered HTTP 200 in ")
-        assert "signed POST test message" in out
+        # The line no longer names the method; the receiver shows it was a signed POST.
+        assert "to a signed test message" in out
         (request,) = receiver.requests
+        assert request.method == "POST"
         assert request.signature_valid
         assert json.loads(request.body)["jobId"] == "test"
 
@@ -227,56 +246,59 @@ class TestDeliveries:
     def recorded(self, ledger, receiver, connect) -> dict[str, str]:
         connect("receiver")
         receiver.script(Reply(503, body=b"busy"), Reply(200, body=b"thanks"))
-        first = dispatch(
-            [(FlowWebhook(name="retried", conn_id="receiver"), EVENT)],
-            retry_policy=RetryPolicy(max_attempts=2, backoff_seconds=0.01, budget_seconds=5),
+        first = submit(
+            [(FlowWebhook(name="retried", conn_id="receiver"), EVENT)], attempts=2, backoff=0.01, budget=5
         )
         receiver.default = Reply(500)
         other = JobEvent(flow_id="other_dag", job_id="scheduled__2", job_status="success", output_name="load")
-        second = dispatch(
-            [(FlowWebhook(name="refused", conn_id="receiver"), other)], retry_policy=ONE_ATTEMPT
-        )
+        second = submit([(FlowWebhook(name="refused", conn_id="receiver"), other)], attempts=1)
         return {"retried": first[0].delivery_id, "refused": second[0].delivery_id}
 
     def test_list_is_a_table(self, recorded):
-        code, out, _ = cli("deliveries", "list")
+        code, out, err = cli("deliveries", "list")
         assert code == 0
-        header, rule, *rows = out.splitlines()
-        assert header.split() == [
-            "ID",
-            "DAG",
-            "RUN",
-            "WEBHOOK",
-            "OUTPUT",
-            "STATE",
-            "ATTEMPTS",
-            "STATUS",
-            "CREATED",
-            "(UTC)",
+        header, rule, rows = table(out)
+        assert header == [
+            "id",
+            "dag",
+            "run",
+            "webhook",
+            "output",
+            "state",
+            "capture",
+            "attempts",
+            "status",
+            "created (UTC)",
         ]
-        assert set(rule) == {"-", " "}
-        by_id = {row.split()[0]: row.split() for row in rows}
-        assert by_id[recorded["retried"]][1:8] == [
+        assert set(rule) == {"=", "+"}
+        by_id = {row[0]: row for row in rows}
+        assert set(by_id) == set(recorded.values())
+        assert by_id[recorded["retried"]][1:9] == [
             "cli_dag",
             "manual__1",
             "retried",
             "-",
             "delivered",
+            "callback",
             "2",
             "200",
         ]
-        assert by_id[recorded["refused"]][1:8] == [
+        assert by_id[recorded["refused"]][1:9] == [
             "other_dag",
             "scheduled__2",
             "refused",
             "load",
             "failed",
+            "callback",
             "1",
             "500",
         ]
-        # Columns line up: every row's STATE starts where the header's does.
-        column = header.index("STATE")
-        assert all(row[column:].split()[0] in ("delivered", "failed") for row in rows)
+        # Columns line up: every row's state starts where the header's does.
+        lines = [line for line in out.splitlines() if line.strip()]
+        column = lines[0].index("state")
+        assert all(line[column:].split()[0] in ("delivered", "failed") for line in lines[2:])
+        # Who sends is said on stderr, away from the results.
+        assert err.startswith("delivery mode: inline: ")
 
     @pytest.mark.parametrize(
         ("filters", "expected"),
@@ -289,7 +311,7 @@ class TestDeliveries:
         ],
     )
     def test_list_json_filters(self, recorded, filters, expected):
-        code, out, _ = cli("deliveries", "list", "--json", *filters)
+        code, out, _ = cli("deliveries", "list", "-o", "json", *filters)
         assert code == 0
         assert [d["webhook"] for d in json.loads(out)] == expected
 
@@ -299,13 +321,14 @@ class TestDeliveries:
         details, attempts = out.split("\n\n")
         assert f"id: {recorded['retried']}" in details
         assert "state: delivered" in details
-        header, _, first, second = attempts.splitlines()
-        assert header.split()[:2] == ["#", "STARTED"]
-        assert first.split()[0] == "1" and " 503 " in first and first.rstrip().endswith("inline  busy")
-        assert second.split()[0] == "2" and " 200 " in second and second.rstrip().endswith("inline  thanks")
+        header, _, (first, second) = table(attempts)
+        assert header[:2] == ["#", "started (UTC)"]
+        columns = ["#", "status", "source", "response"]
+        picked = [[row[header.index(name)] for name in columns] for row in (first, second)]
+        assert picked == [["1", "503", "inline", "busy"], ["2", "200", "inline", "thanks"]]
 
     def test_show_json(self, recorded):
-        code, out, _ = cli("deliveries", "show", recorded["refused"], "--json")
+        code, out, _ = cli("deliveries", "show", recorded["refused"], "-o", "json")
         assert code == 0
         document = json.loads(out)
         assert (document["webhook"], document["state"], document["output"]) == ("refused", "failed", "load")
@@ -322,8 +345,14 @@ class TestRedeliver:
         (delivery_id,) = failed_deliveries(ledger, receiver, connect, 1)
         code, out, _ = cli("redeliver", delivery_id)
         assert code == 0
-        assert out.startswith(f"{delivery_id}: delivered: HTTP 200 after 1 attempt(s)")
+        assert out.startswith(f"{delivery_id}: delivered: HTTP 200 in ")
+        assert out.endswith(" ms (sent inline)\n")
         assert ledger.get(delivery_id).state == "delivered"
+        # One attempt made the redelivery, after the one the receiver refused.
+        assert [(a.status_code, a.source) for a in ledger.attempts(delivery_id)] == [
+            (500, "inline"),
+            (200, "replay"),
+        ]
         assert receiver.requests[-1].delivery_id == delivery_id
 
     def test_by_id_still_refused_fails(self, ledger, receiver, connect):
@@ -333,32 +362,44 @@ class TestRedeliver:
         assert code == 1
         assert out.startswith(f"{delivery_id}: not delivered: HTTP 500")
 
-    def test_due_draws_a_progress_bar_on_a_terminal(self, ledger, receiver, connect):
+    def test_due_draws_a_progress_bar_on_a_terminal(self, ledger, receiver, connect, monkeypatch):
         ids = failed_deliveries(ledger, receiver, connect, 30)
+        # At most 10 requests in flight, so the bar is redrawn at least 3 times.
+        monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__DISPATCHER_CONCURRENCY", "10")
         terminal = _Terminal()
-        code, out, err = cli("redeliver", "--due", "--batch-size", "10", err=terminal)
+        code, out, err = cli("redeliver", "--due", err=terminal)
         assert code == 0
-        assert out == "30 due deliveries in 3 round(s): 30 delivered, 0 failed (will retry), 0 dead\n"
+        summary = re.fullmatch(
+            r"30 message\(s\) in (\d+) round\(s\): 30 delivered, 0 failed \(will retry\), 0 dead\n", out
+        )
+        assert summary is not None, out
+        assert int(summary.group(1)) >= 3
         frames = err.split("\r")[1:]
-        assert [frame.split("] ")[1].split(":")[0] for frame in frames] == ["0/30", "10/30", "20/30", "30/30"]
-        assert frames[0].startswith("redelivering [" + "." * 30 + "]")
-        assert frames[-1] == "redelivering [" + "#" * 30 + "] 30/30: 30 delivered, 0 failed, 0 dead\n"
+        assert frames[-1].endswith("\n")
+        frames[-1] = frames[-1][:-1]
+        done = [int(frame.split("] ")[1].split("/")[0]) for frame in frames]
+        assert len(done) >= 3
+        assert done == sorted(set(done)) and done[-1] == 30
+        for count, frame in zip(done, frames, strict=True):
+            bar = "#" * count + "." * (30 - count)  # 30 messages on a bar 30 wide
+            assert frame == f"sending [{bar}] {count}/30: {count} delivered, 0 failed, 0 dead"
         assert {r.delivery_id for r in receiver.requests if r.status == 200} == set(ids)
 
     def test_due_draws_no_bar_when_stderr_is_not_a_terminal(self, ledger, receiver, connect):
         failed_deliveries(ledger, receiver, connect, 3)
         code, out, err = cli("redeliver", "--due")
-        assert code == 0 and out.startswith("3 due deliveries")
-        assert "redelivering [" not in err and "\r" not in err
+        assert code == 0 and out.startswith("3 message(s) in ")
+        assert "sending [" not in err and "\r" not in err
 
     def test_due_progress_bar_on_a_real_terminal(self, ledger, receiver, connect):
         failed_deliveries(ledger, receiver, connect, 6)
         controller, terminal = pty.openpty()
         process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_webhook_provider", "redeliver", "--due", "--batch-size", "2"],
+            [sys.executable, "-m", "airflow_webhook_provider", "redeliver", "--due"],
             stdout=subprocess.PIPE,
             stderr=terminal,
-            env=os.environ.copy(),
+            # Two requests in flight at once: the bar is redrawn as they finish.
+            env=os.environ | {"AIRFLOW__FLOW_WEBHOOK__DISPATCHER_CONCURRENCY": "2"},
         )
         os.close(terminal)
         screen = b""
@@ -383,9 +424,60 @@ class TestRedeliver:
             if process.poll() is None:
                 process.kill()
         assert process.returncode == 0
-        assert stdout == "6 due deliveries in 3 round(s): 6 delivered, 0 failed (will retry), 0 dead\n"
-        assert b"\rredelivering [" + b"#" * 30 + b"] 6/6: 6 delivered, 0 failed, 0 dead" in screen
-        assert b"] 2/6: " in screen and b"] 4/6: " in screen
+        summary = re.fullmatch(
+            r"6 message\(s\) in (\d+) round\(s\): 6 delivered, 0 failed \(will retry\), 0 dead\n", stdout
+        )
+        assert summary is not None, stdout
+        assert int(summary.group(1)) >= 3  # never more than 2 claimed at once
+        assert b"\rsending [" + b"#" * 30 + b"] 6/6: 6 delivered, 0 failed, 0 dead" in screen
+        # The bar was drawn before the end too, and redrawn in place.
+        assert any(f"] {n}/6: ".encode() in screen for n in range(1, 6))
+
+
+class TestStatusAndEndpoints:
+    def test_status_without_a_dispatcher_is_inline(self, ledger, receiver, connect):
+        failed_deliveries(ledger, receiver, connect, 1)
+        code, out, _ = cli("status", "-o", "json")
+        assert code == 0
+        document = json.loads(out)
+        assert (document["mode"], document["dispatchers"]) == ("inline", [])
+        assert document["counts"] == {"failed": 1}
+        assert (document["due"], document["open_circuits"]) == (1, [])
+
+        code, out, _ = cli("status")
+        assert code == 0
+        assert out.startswith("delivery mode: inline: no dispatcher heartbeat in the last 30 s")
+        assert "ledger: 1 failed; 1 due now\n" in out
+
+    def test_endpoints_list_shows_an_open_circuit(self, ledger, receiver, connect):
+        failed_deliveries(ledger, receiver, connect, 3)
+        code, out, _ = cli("endpoints", "list", "-o", "json")
+        assert code == 0
+        (health,) = json.loads(out)
+        assert (health["key"], health["circuit"], health["consecutive_failures"]) == ("receiver", "open", 3)
+        assert health["last_error"] == "HTTP 500"
+        assert json.loads(cli("status", "-o", "json")[1])["open_circuits"] == ["receiver"]
+
+        code, out, _ = cli("endpoints", "list")
+        assert code == 0
+        header, _, (row,) = table(out)
+        assert (row[header.index("endpoint")], row[header.index("circuit")]) == ("receiver", "open")
+
+    def test_dispatcher_once_drains_and_leaves_no_dispatcher_behind(self, ledger, receiver, connect):
+        ids = failed_deliveries(ledger, receiver, connect, 2)
+        code, out, _ = cli("dispatcher", "--once")
+        assert code == 0
+        assert re.fullmatch(
+            r"2 message\(s\) in \d+ round\(s\): 2 delivered, 0 failed \(will retry\), 0 dead\n", out
+        ), out
+        assert [ledger.get(i).state for i in ids] == ["delivered", "delivered"]
+        assert json.loads(cli("status", "-o", "json")[1])["mode"] == "inline"
+
+    def test_plain_output_is_on_stdout(self, ledger, receiver, connect):
+        (delivery_id,) = failed_deliveries(ledger, receiver, connect, 1)
+        code, out, err = cli("deliveries", "list", "-o", "plain")
+        assert code == 0
+        assert delivery_id in out and delivery_id not in err
 
 
 EXPORT_DAG = """
@@ -764,7 +856,7 @@ class TestRealProcess:
 
     def test_json_outputs_are_clean_json_on_stdout(self, ledger, receiver, connect, dags):
         failed_deliveries(ledger, receiver, connect, 2)
-        listing = run_cli("deliveries", "list", "--json")
+        listing = run_cli("deliveries", "list", "-o", "json")
         assert listing.returncode == 0, listing.stderr
         assert sorted(d["webhook"] for d in json.loads(listing.stdout)) == ["w00", "w01"]
 

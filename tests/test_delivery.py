@@ -14,10 +14,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from airflow_webhook_provider.delivery import Endpoint, RetryPolicy, WebhookSender, build_message
-from airflow_webhook_provider.exceptions import InvalidConnection, InvalidWebhookDefinition
+from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
+from airflow_webhook_provider.core.exceptions import InvalidConnection, InvalidWebhookDefinition
+from airflow_webhook_provider.core.retry import RetrySchedule
+from airflow_webhook_provider.delivery.endpoints import Endpoint
+from airflow_webhook_provider.delivery.message import build_message
+from airflow_webhook_provider.delivery.sender import WebhookSender
 from airflow_webhook_provider.hooks.flow_webhook import FlowWebhookHook
-from airflow_webhook_provider.models import FlowWebhook, JobEvent
 from airflow_webhook_provider.receiver import ReceivedRequest, Reply
 from tests.conftest import SECRET
 
@@ -29,7 +32,7 @@ EVENT = JobEvent(
     logical_date="2026-11-28T10:00:00+00:00",
     job_url="http://127.0.0.1:8080/dags/etl/runs/x",
 )
-FAST = RetryPolicy(max_attempts=5, backoff_seconds=0.05, max_backoff_seconds=0.2, budget_seconds=10)
+FAST = RetrySchedule(attempts=5, backoff_seconds=0.05, budget_seconds=10)
 
 
 def independent_signature(secret: str, request: ReceivedRequest) -> tuple[str, str]:
@@ -53,7 +56,7 @@ class TestSignedRequests:
             headers={"Content-Type": "application/json"},
             body='{"text": "Job $jobId ended: $jobStatus ✓", "out": "$outputName", "raw": $flowId}',
         )
-        result = FlowWebhookHook(conn_id, retry_policy=FAST).deliver(webhook, EVENT)
+        result = FlowWebhookHook(conn_id, retry=FAST).deliver(webhook, EVENT)
 
         assert result.delivered
         (request,) = receiver.wait_for(1)
@@ -75,7 +78,7 @@ class TestSignedRequests:
         webhook = FlowWebhook(
             name="ping", conn_id=conn_id, method=method, query={"job": "$jobId", "s": "$jobStatus"}
         )
-        result = FlowWebhookHook(conn_id, retry_policy=FAST).deliver(webhook, EVENT)
+        result = FlowWebhookHook(conn_id, retry=FAST).deliver(webhook, EVENT)
 
         assert result.delivered
         (request,) = receiver.wait_for(1)
@@ -89,9 +92,7 @@ class TestSignedRequests:
 
     def test_no_secret_sends_no_signature_header(self, receiver, connect):
         conn_id = connect(secret=None)
-        result = FlowWebhookHook(conn_id, retry_policy=FAST).deliver(
-            FlowWebhook(name="n", conn_id=conn_id), EVENT
-        )
+        result = FlowWebhookHook(conn_id, retry=FAST).deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
         assert result.delivered
         (request,) = receiver.wait_for(1)
         assert request.header("X-Webhook-Signature") is None
@@ -99,9 +100,7 @@ class TestSignedRequests:
 
     def test_default_body_holds_every_reference_as_json(self, receiver, connect):
         conn_id = connect()
-        result = FlowWebhookHook(conn_id, retry_policy=FAST).deliver(
-            FlowWebhook(name="n", conn_id=conn_id), EVENT
-        )
+        result = FlowWebhookHook(conn_id, retry=FAST).deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
         (request,) = receiver.wait_for(1)
         import json
 
@@ -127,7 +126,7 @@ class TestSignedRequests:
             headers={"Content-Type": "application/json", "X-Extra": "1"},
             body='{"a": 1}',
         )
-        FlowWebhookHook(conn_id, retry_policy=FAST).deliver(webhook, EVENT)
+        FlowWebhookHook(conn_id, retry=FAST).deliver(webhook, EVENT)
         (request,) = receiver.wait_for(1)
         assert request.header("Content-Type") == "application/json"
         assert request.header("X-Team") == "data"
@@ -137,12 +136,12 @@ class TestSignedRequests:
 
     def test_connection_method_is_the_default(self, receiver, connect):
         conn_id = connect(method="put")
-        FlowWebhookHook(conn_id, retry_policy=FAST).deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
+        FlowWebhookHook(conn_id, retry=FAST).deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
         assert receiver.wait_for(1)[0].method == "PUT"
 
     def test_body_with_a_get_connection_is_refused_with_the_fix(self, connect):
         conn_id = connect(method="GET")
-        hook = FlowWebhookHook(conn_id, retry_policy=FAST)
+        hook = FlowWebhookHook(conn_id, retry=FAST)
         with pytest.raises(InvalidWebhookDefinition, match=r"'n'.*'body'.*method=\"POST\""):
             hook.deliver(FlowWebhook(name="n", conn_id=conn_id, body="x"), EVENT)
 
@@ -151,9 +150,7 @@ class TestRetries:
     def test_503_503_200_is_three_attempts_with_one_delivery_id_and_fresh_signatures(self, receiver, connect):
         conn_id = connect()
         receiver.script(Reply(503), Reply(503))
-        result = FlowWebhookHook(conn_id, retry_policy=FAST).deliver(
-            FlowWebhook(name="n", conn_id=conn_id), EVENT
-        )
+        result = FlowWebhookHook(conn_id, retry=FAST).deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
 
         assert result.delivered
         assert [a.status_code for a in result.attempts] == [503, 503, 200]
@@ -170,32 +167,55 @@ class TestRetries:
     def test_retry_after_is_honoured(self, receiver, connect):
         conn_id = connect()
         receiver.script(Reply(429, headers={"Retry-After": "1"}))
-        result = FlowWebhookHook(conn_id, retry_policy=FAST).deliver(
-            FlowWebhook(name="n", conn_id=conn_id), EVENT
-        )
+        result = FlowWebhookHook(conn_id, retry=FAST).deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
         first, second = receiver.wait_for(2)
         assert result.delivered
         # The policy's own backoff is at most 0.05 s here; only Retry-After explains the wait.
         assert second.received_at - first.received_at >= 0.95
 
     def test_timeout_and_connection_reset_are_retried(self, receiver, connect):
+        from airflow_webhook_provider.delivery.pipeline import Pipeline
+        from airflow_webhook_provider.ledger import open_ledger
+
         conn_id = connect(timeout=0.3)
         receiver.script(Reply(200, delay_seconds=1.0), Reply(reset=True))
-        result = FlowWebhookHook(conn_id, retry_policy=FAST).deliver(
-            FlowWebhook(name="n", conn_id=conn_id), EVENT
-        )
-        assert result.delivered
-        assert len(result.attempts) == 3
-        assert "Timeout" in (result.attempts[0].error or "")
-        assert result.attempts[1].status_code is None and result.attempts[1].error
-        assert result.attempts[2].status_code == 200
+        first = FlowWebhookHook(conn_id, retry=FAST).deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
+        # A timeout ends the quick retries in place (it opens the endpoint's circuit); the
+        # ledger keeps the message for redelivery.
+        assert not first.delivered and first.timed_out
+        assert len(first.attempts) == 1
+        assert "Timeout" in (first.attempts[0].error or "")
+        ledger = open_ledger()
+        row = ledger.get(first.delivery_id)
+        assert row.state == "failed" and row.next_attempt_at is not None
+
+        # Redelivery, one attempt a round as the dispatcher probes an open circuit: the reset, then 200.
+        # (Claimed by id, as a probe is: its next attempt time is the schedule's, in the future.)
+        pipeline = Pipeline.from_config()
+        results = []
+        for _ in range(2):
+            claimed = ledger.claim(first.delivery_id, "test-redelivery", lease_seconds=30)
+            assert claimed is not None
+            ((_, result),) = pipeline.deliver([claimed], source="dispatcher")
+            results.append(result)
+        assert results[0].attempts[0].status_code is None and results[0].attempts[0].error
+        assert not results[0].attempts[0].timed_out
+        assert results[1].delivered and results[1].status_code == 200
+
+        row = ledger.get(first.delivery_id)
+        assert (row.state, row.attempts, row.last_status) == ("delivered", 3, 200)
+        attempts = ledger.attempts(first.delivery_id)
+        assert [a.status_code for a in attempts] == [None, None, 200]
+        assert "Timeout" in (attempts[0].error or "") and attempts[1].error
+        requests_ = receiver.wait_for(3)
+        assert len(requests_) == 3
+        assert {r.delivery_id for r in requests_} == {first.delivery_id}
+        assert len({r.body for r in requests_}) == 1
 
     def test_retry_off_makes_one_attempt(self, receiver, connect):
         conn_id = connect(retry_on_failure=False)
         receiver.script(Reply(500, body=b"down for maintenance"))
-        result = FlowWebhookHook(conn_id, retry_policy=FAST).deliver(
-            FlowWebhook(name="n", conn_id=conn_id), EVENT
-        )
+        result = FlowWebhookHook(conn_id, retry=FAST).deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
         assert not result.delivered
         assert len(result.attempts) == 1
         assert result.attempts[0].response_excerpt == "down for maintenance"
@@ -204,9 +224,7 @@ class TestRetries:
     def test_redirects_are_not_followed(self, receiver, connect):
         conn_id = connect(retry_on_failure=False)
         receiver.script(Reply(302, headers={"Location": receiver.url("/elsewhere")}))
-        result = FlowWebhookHook(conn_id, retry_policy=FAST).deliver(
-            FlowWebhook(name="n", conn_id=conn_id), EVENT
-        )
+        result = FlowWebhookHook(conn_id, retry=FAST).deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
         assert not result.delivered and result.status_code == 302
         assert [r.target for r in receiver.wait_for(2, timeout=0.5)] == ["/hook"]
 
@@ -217,9 +235,7 @@ class TestRetries:
         monkeypatch.setenv(
             "AIRFLOW_CONN_DOWN", f'{{"conn_type": "flow_webhook", "host": "http://127.0.0.1:{port}/"}}'
         )
-        result = FlowWebhookHook("down", retry_policy=FAST).deliver(
-            FlowWebhook(name="n", conn_id="down"), EVENT
-        )
+        result = FlowWebhookHook("down", retry=FAST).deliver(FlowWebhook(name="n", conn_id="down"), EVENT)
         assert not result.delivered
         assert len(result.attempts) == 5
         assert all("ConnectionError" in (a.error or "") for a in result.attempts)
@@ -245,8 +261,10 @@ class TestRetries:
             AlwaysDown(), sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0]
         )
         endpoint = Endpoint(url="http://127.0.0.1:9/")
-        policy = RetryPolicy(max_attempts=100, backoff_seconds=1, max_backoff_seconds=4, budget_seconds=15)
-        result = sender.send(endpoint, build_message(endpoint, None, EVENT), policy)
+        schedule = RetrySchedule(attempts=100, backoff_seconds=1, budget_seconds=15)
+        references = EVENT.references(webhook_name="test", delivery_id="budget-1")
+        message = build_message(endpoint, None, references, delivery_id="budget-1")
+        result = sender.send(endpoint, message, schedule=schedule)
         assert not result.delivered
         assert result.duration_seconds <= 15
         assert 3 <= len(result.attempts) < 100
@@ -328,7 +346,7 @@ class TestConnectionErrors:
         conn_id = connect(headers='{"Authorization": "Bearer super-private-token"}', timeout=0.2)
         receiver.script(Reply(500, body=b"x" * 10_000), Reply(200, delay_seconds=1))
         with caplog.at_level(logging.DEBUG):
-            hook = FlowWebhookHook(conn_id, retry_policy=RetryPolicy(max_attempts=2, backoff_seconds=0.01))
+            hook = FlowWebhookHook(conn_id, retry=RetrySchedule(attempts=2, backoff_seconds=0.01))
             hook.deliver(FlowWebhook(name="n", conn_id=conn_id), EVENT)
             hook.test_connection()
         text = caplog.text

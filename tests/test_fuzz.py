@@ -14,12 +14,12 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_webhook_provider.delivery import _retry_after_seconds
-from airflow_webhook_provider.exceptions import FlowWebhookError
-from airflow_webhook_provider.hooks.flow_webhook import _as_headers
-from airflow_webhook_provider.models import FlowWebhook
-from airflow_webhook_provider.signing import verify_signature
-from airflow_webhook_provider.templating import REFERENCES, parse_template
+from airflow_webhook_provider.core.definitions import FlowWebhook
+from airflow_webhook_provider.core.exceptions import FlowWebhookError
+from airflow_webhook_provider.core.signing import verify_signature
+from airflow_webhook_provider.core.templating import REFERENCES, parse_template
+from airflow_webhook_provider.delivery.endpoints import ConnectionExtras
+from airflow_webhook_provider.delivery.sender import _retry_after_seconds
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 any_text = st.text(alphabet=st.characters(codec=None, categories=None), max_size=200)
@@ -52,7 +52,7 @@ def test_template_parsing_raises_only_template_errors(source):
 )
 def test_connection_headers_parse_or_raise_invalid_connection(value):
     try:
-        headers = _as_headers("fuzz", value)
+        headers = ConnectionExtras.parse("fuzz", {"headers": value}).headers
     except FlowWebhookError as exc:
         assert "connection 'fuzz'" in str(exc)
         return

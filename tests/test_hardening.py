@@ -21,22 +21,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from urllib3.exceptions import InsecureRequestWarning
 
-from airflow_webhook_provider.callbacks import dispatch
-from airflow_webhook_provider.delivery import RetryPolicy
-from airflow_webhook_provider.egress import EgressPolicy
+from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
+from airflow_webhook_provider.core.egress import EgressPolicy
+from airflow_webhook_provider.core.retry import RetrySchedule
 from airflow_webhook_provider.hooks.flow_webhook import FlowWebhookHook
-from airflow_webhook_provider.models import FlowWebhook, JobEvent
 from airflow_webhook_provider.receiver import RecordingReceiver, Reply
-from tests.conftest import SECRET, flow_webhook_connection
+from tests.conftest import SECRET, flow_webhook_connection, submit
 
 EVENT = JobEvent(flow_id="hardening", job_id="run_1", job_status="success")
-FAST = RetryPolicy(max_attempts=3, backoff_seconds=0.01, max_backoff_seconds=0.02, budget_seconds=10)
+FAST = RetrySchedule(attempts=3, backoff_seconds=0.01, budget_seconds=10)
 
 
-def deliver(conn_id: str, *, policy: RetryPolicy = FAST):
-    return FlowWebhookHook(conn_id, retry_policy=policy).deliver(
-        FlowWebhook(name="w", conn_id=conn_id), EVENT
-    )
+def deliver(conn_id: str, *, schedule: RetrySchedule = FAST):
+    return FlowWebhookHook(conn_id, retry=schedule).deliver(FlowWebhook(name="w", conn_id=conn_id), EVENT)
 
 
 class TestEgressPolicy:
@@ -96,7 +93,9 @@ class TestEgressPolicy:
 
         monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__FORBIDDEN_NETWORKS", "127.0.0.0/8")
         conn_id = connect()
-        (result,) = dispatch([(FlowWebhook(name="blocked", conn_id=conn_id), EVENT)], retry_policy=FAST)
+        (result,) = submit(
+            [(FlowWebhook(name="blocked", conn_id=conn_id), EVENT)], attempts=3, backoff=0.01, budget=10
+        )
         row = open_ledger().get(result.delivery_id)
         assert (row.state, row.next_attempt_at, row.attempts) == ("failed", None, 1)
         assert row.last_error.startswith("EgressBlocked: 127.0.0.1 resolves to 127.0.0.1")
@@ -160,7 +159,7 @@ def test_slow_drip_receiver_cannot_hold_a_delivery_past_its_deadline(monkeypatch
         monkeypatch.setenv(
             "AIRFLOW_CONN_DRIP", flow_webhook_connection(f"http://127.0.0.1:{port}/", timeout=1)
         )
-        result = deliver("drip", policy=RetryPolicy(max_attempts=1))
+        result = deliver("drip", schedule=RetrySchedule(attempts=1))
     finally:
         stop.set()
         server.close()
@@ -254,7 +253,7 @@ class TestTLS:
     def test_untrusted_certificate_is_refused_by_default(self, ca, monkeypatch):
         with https_receiver(ca) as receiver:
             monkeypatch.setenv("AIRFLOW_CONN_TLS", flow_webhook_connection(receiver.url("/h")))
-            result = deliver("tls", policy=RetryPolicy(max_attempts=1))
+            result = deliver("tls", schedule=RetrySchedule(attempts=1))
             assert not result.delivered
             assert "SSLError" in result.error
             assert receiver.requests == []
@@ -272,7 +271,7 @@ class TestTLS:
             monkeypatch.setenv(
                 "AIRFLOW_CONN_TLS", flow_webhook_connection(receiver.url("/h"), ca_bundle=ca.path)
             )
-            result = deliver("tls", policy=RetryPolicy(max_attempts=1))
+            result = deliver("tls", schedule=RetrySchedule(attempts=1))
             assert not result.delivered
             assert "SSLError" in result.error
 
@@ -282,7 +281,7 @@ class TestTLS:
             monkeypatch.setenv(
                 "AIRFLOW_CONN_TLS", flow_webhook_connection(receiver.url("/h"), ca_bundle=ca.path)
             )
-            assert not deliver("tls", policy=RetryPolicy(max_attempts=1)).delivered
+            assert not deliver("tls", schedule=RetrySchedule(attempts=1)).delivered
             monkeypatch.setenv(
                 "AIRFLOW_CONN_MTLS",
                 flow_webhook_connection(
@@ -321,7 +320,7 @@ def test_a_huge_response_is_not_drained(monkeypatch):
         monkeypatch.setenv(
             "AIRFLOW_CONN_HUGE", flow_webhook_connection(f"http://127.0.0.1:{server.getsockname()[1]}/")
         )
-        result = deliver("huge", policy=RetryPolicy(max_attempts=1))
+        result = deliver("huge", schedule=RetrySchedule(attempts=1))
         thread.join(timeout=20)
     finally:
         server.close()
@@ -345,7 +344,9 @@ def test_transport_errors_never_echo_the_url_query(monkeypatch, caplog):
         "AIRFLOW_CONN_LEAKY", flow_webhook_connection(f"http://127.0.0.1:{port}/hook?token={token}&team=data")
     )
     with caplog.at_level(logging.DEBUG):
-        (result,) = dispatch([(FlowWebhook(name="leaky", conn_id="leaky"), EVENT)], retry_policy=FAST)
+        (result,) = submit(
+            [(FlowWebhook(name="leaky", conn_id="leaky"), EVENT)], attempts=3, backoff=0.01, budget=10
+        )
     row = open_ledger().get(result.delivery_id)
     assert "Connection refused" in result.error
     assert token not in result.error and token not in row.last_error and token not in row.url

@@ -12,15 +12,20 @@ import json
 import pytest
 
 from airflow_webhook_provider import FlowWebhook, FlowWebhooks
-from airflow_webhook_provider.exceptions import FlowWebhookError, InvalidConnection, InvalidWebhookDefinition
+from airflow_webhook_provider.core.exceptions import (
+    FlowWebhookError,
+    InvalidConnection,
+    InvalidWebhookDefinition,
+)
 from airflow_webhook_provider.hooks.flow_webhook import FlowWebhookHook
 
 OK = {"name": "hostile", "url": "https://hooks.example.com/in"}
 SECRET_VALUE = "s3cr3t-should-never-be-echoed"
 
 
-def case(changes: dict, field: str, fix: str, *, id: str):
-    return pytest.param({**OK, **changes}, field, fix, id=id)
+def case(changes: dict, field: str, fix: str, *, id: str, on_attach: bool = False):
+    """One hostile definition; ``on_attach``: refused when attached to a DAG (the [flow_webhook] limits)."""
+    return pytest.param({**OK, **changes}, field, fix, on_attach, id=id)
 
 
 DEFINITIONS = [
@@ -65,7 +70,7 @@ DEFINITIONS = [
     case({"url": "https://" + "é" * 64 + ".example/"}, "url", "too long", id="long-idn-label"),
     case({"url": "https://" + "x" * 2100 + ".com/"}, "url", "at most 2048", id="long-url"),
     # Bodies and templates
-    case({"body": "x" * (1024 * 1024 + 1)}, "body", "max_body_bytes", id="body-over-1mib"),
+    case({"body": "x" * (1024 * 1024 + 1)}, "body", "max_body_bytes", id="body-over-1mib", on_attach=True),
     case({"body": "ok \ud800 bad"}, "body", "not valid UTF-8", id="body-surrogate"),
     case({"method": "GET", "body": "x"}, "body", 'method="POST"', id="get-with-body"),
     case({"method": "DELETE", "body": "x"}, "body", 'method="POST"', id="delete-with-body"),
@@ -103,10 +108,12 @@ DEFINITIONS = [
 ]
 
 
-@pytest.mark.parametrize(("definition", "field", "fix"), DEFINITIONS)
-def test_hostile_definitions_are_refused_clearly(definition, field, fix):
+@pytest.mark.parametrize(("definition", "field", "fix", "on_attach"), DEFINITIONS)
+def test_hostile_definitions_are_refused_clearly(definition, field, fix, on_attach):
     with pytest.raises(InvalidWebhookDefinition) as info:
-        FlowWebhook(**definition)
+        webhook = FlowWebhook(**definition)
+        assert on_attach, "the definition was accepted"
+        FlowWebhooks(webhook).attach(_Dag())
     message = str(info.value)
     assert message.startswith("flow webhook ")
     if definition.get("name", "").strip() and "\n" not in definition["name"]:
@@ -129,7 +136,7 @@ class _Dag:
 
 FLOW_LEVEL = [
     pytest.param(
-        lambda: FlowWebhooks(*[FlowWebhook(name=f"w{i}", url=OK["url"]) for i in range(51)]),
+        lambda: FlowWebhooks(*[FlowWebhook(name=f"w{i}", url=OK["url"]) for i in range(51)]).attach(_Dag()),
         "51 flow webhooks, more than the 50 allowed",
         id="51-webhooks",
     ),

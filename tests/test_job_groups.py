@@ -28,8 +28,7 @@ from airflow.sdk.module_loading import import_string
 from airflow.sdk.serde import deserialize, serialize
 from airflow.utils.state import TaskInstanceState
 
-from airflow_webhook_provider.delivery import RetryPolicy
-from airflow_webhook_provider.exceptions import (
+from airflow_webhook_provider.core.exceptions import (
     InvalidConnection,
     InvalidWebhookDefinition,
     JobGroupFailed,
@@ -37,6 +36,7 @@ from airflow_webhook_provider.exceptions import (
     JobGroupsError,
     JobGroupsNotFound,
 )
+from airflow_webhook_provider.core.retry import RetryPolicy
 from airflow_webhook_provider.hooks.job_groups import ApiSettings, JobGroupsHook, excerpt
 from airflow_webhook_provider.operators.flow_webhook import FlowWebhookOperator
 from airflow_webhook_provider.triggers.job_group import JobGroupTrigger
@@ -465,7 +465,7 @@ def operator_dag(dag_id: str, **operator_kwargs: Any) -> str:
 
         from airflow.sdk import DAG
 
-        from airflow_webhook_provider.delivery import RetryPolicy
+        from airflow_webhook_provider.core.retry import RetryPolicy
         from airflow_webhook_provider.operators.flow_webhook import FlowWebhookOperator
 
         with DAG(

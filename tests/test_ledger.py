@@ -1,8 +1,9 @@
 """
 The delivery ledger and redelivery, on SQLite and on the machine's PostgreSQL.
 
-Receivers are real HTTP servers on 127.0.0.1; redeliverers run as real processes
-(``flow-webhook redeliver --due``) where the issue is about processes.
+Receivers are real HTTP servers on 127.0.0.1; dispatchers run as real processes
+(``flow-webhook redeliver --due``, a ``Dispatcher.run(once=True)``) where the issue is about
+processes.
 """
 
 from __future__ import annotations
@@ -15,26 +16,30 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from airflow_webhook_provider.callbacks import dispatch
-from airflow_webhook_provider.delivery import RetryPolicy
+from airflow_webhook_provider import config
+from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
+from airflow_webhook_provider.core.outcome import DeliveryResult
+from airflow_webhook_provider.core.states import CaptureSource
+from airflow_webhook_provider.delivery.dispatcher import Dispatcher, DispatchReport
+from airflow_webhook_provider.delivery.pipeline import Pipeline, message_for
 from airflow_webhook_provider.ledger import Ledger, LedgerError, open_ledger
-from airflow_webhook_provider.ledger.redelivery import redeliver_due, replay
 from airflow_webhook_provider.ledger.schema import schema_info
-from airflow_webhook_provider.models import FlowWebhook, JobEvent
 from airflow_webhook_provider.receiver import RecordingReceiver, Reply
-from tests.conftest import SECRET, flow_webhook_connection
+from tests.conftest import SECRET, flow_webhook_connection, retry_schedule
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 EVENT = JobEvent(flow_id="ledger_dag", job_id="manual__1", job_status="failed")
-QUICK = RetryPolicy(max_attempts=2, backoff_seconds=0.01, max_backoff_seconds=0.05, budget_seconds=2)
+#: Inline quick retries: two attempts 0.01 s apart within 2 s.
+QUICK = {"attempts": 2, "backoff": 0.01, "budget": 2.0}
+ONCE = {"attempts": 1, "backoff": 0.01, "budget": 10.0}
 
 
 def postgres_available() -> bool:
@@ -70,7 +75,7 @@ def ledger(request, tmp_path, monkeypatch) -> Ledger:
     monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__LEDGER_CONN_ID", "test_ledger")
     monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__REDELIVERY_BACKOFF_SECONDS", "0.05")
     monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__REDELIVERY_MAX_BACKOFF_SECONDS", "0.5")
-    opened = open_ledger()
+    opened = open_ledger(config.load().ledger_conn_id)
     yield opened
     opened.engine.dispose()
     if database is not None:
@@ -94,15 +99,52 @@ def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str
     )
 
 
+def send_inline(
+    pairs: list[tuple[FlowWebhook, JobEvent]], *, attempts: int, backoff: float, budget: float
+) -> list[DeliveryResult]:
+    """Record (webhook, event) pairs and send them as a callback does when no dispatcher is alive.
+
+    Like conftest's ``submit``, with the quick retries given here, but the delivery ids are
+    the callbacks' own (deterministic) and the redelivery schedule and maximum age stay
+    the ``[flow_webhook]`` options (the ``ledger`` fixture sets fast ones), as a callback's do.
+    """
+    settings = config.load()
+    configured = settings.retry
+    pipeline = Pipeline.from_config()
+    pipeline.settings = replace(
+        settings,
+        retry=retry_schedule(
+            attempts,
+            backoff=backoff,
+            budget=budget,
+            redelivery_backoff_seconds=configured.redelivery_backoff_seconds,
+            redelivery_max_backoff_seconds=configured.redelivery_max_backoff_seconds,
+            max_age_seconds=configured.max_age_seconds,
+        ),
+    )
+    return pipeline.submit(
+        [
+            message_for(webhook, event, clear_number=0, capture=CaptureSource.CALLBACK)
+            for webhook, event in pairs
+        ]
+    )
+
+
+def dispatch_due(*, time_limit_seconds: float | None = None) -> DispatchReport:
+    """Send every due message in this process, as ``redeliver --due`` does."""
+    dispatcher = Dispatcher(Pipeline.from_config(require_ledger=True))
+    return dispatcher.run(once=True, time_limit_seconds=time_limit_seconds)
+
+
 def drain(ledger: Ledger, *, timeout: float = 120) -> int:
-    """Run redelivery rounds (bounded) until nothing is pending or failed; return the rounds run."""
+    """Run dispatcher rounds (bounded) until nothing is pending or failed; return the rounds run."""
     deadline = time.monotonic() + timeout
     rounds = 0
     while time.monotonic() < deadline:
         counts = ledger.counts()
         if not counts.get("pending") and not counts.get("failed"):
             return rounds
-        redeliver_due(ledger, time_limit_seconds=30)
+        dispatch_due(time_limit_seconds=30)
         rounds += 1
         time.sleep(0.1)
     raise AssertionError(f"still undelivered after {timeout} s: {ledger.counts()}")
@@ -113,7 +155,7 @@ class TestRecording:
         connect("receiver")
         seen_states: list[set[str]] = []
         receiver.respond = lambda: (seen_states.append({d.state for d in ledger.deliveries()}), Reply(200))[1]
-        dispatch([(w, EVENT) for w in webhooks(3)], retry_policy=QUICK)
+        send_inline([(w, EVENT) for w in webhooks(3)], **QUICK)
         assert seen_states and all("pending" in states for states in seen_states)
         assert {d.state for d in ledger.deliveries()} == {"delivered"}
 
@@ -125,7 +167,7 @@ class TestRecording:
         webhook = FlowWebhook(
             name="notify", conn_id="receiver", headers={"X-Team": "data"}, query={"job": "$jobId"}
         )
-        (result,) = dispatch([(webhook, EVENT)], retry_policy=QUICK)
+        (result,) = send_inline([(webhook, EVENT)], **QUICK)
 
         (delivery,) = ledger.deliveries()
         assert delivery.id == result.delivery_id == receiver.requests[-1].delivery_id
@@ -150,17 +192,17 @@ class TestRecording:
         connect("receiver")
         receiver.default = Reply(429, headers={"Retry-After": "30"})
         before = time.time()
-        dispatch([(webhooks(1)[0], EVENT)], retry_policy=RetryPolicy(max_attempts=1))
+        send_inline([(webhooks(1)[0], EVENT)], **ONCE)
         (delivery,) = ledger.deliveries()
         assert delivery.state == "failed"
         assert delivery.next_attempt_at >= before + 29
         assert delivery.claimed_by is None
-        assert redeliver_due(ledger).claimed == 0  # not due yet
+        assert dispatch_due().claimed == 0  # not due yet
 
     def test_retry_off_is_not_redelivered(self, ledger, receiver, connect):
         connect("receiver", retry_on_failure=False)
         receiver.default = Reply(500)
-        dispatch([(webhooks(1)[0], EVENT)], retry_policy=QUICK)
+        send_inline([(webhooks(1)[0], EVENT)], **QUICK)
         (delivery,) = ledger.deliveries()
         assert (delivery.state, delivery.next_attempt_at, delivery.attempts) == ("failed", None, 1)
 
@@ -168,13 +210,13 @@ class TestRecording:
         connect("receiver")
         monkeypatch.setenv("AIRFLOW__FLOW_WEBHOOK__REDELIVERY_MAX_AGE_SECONDS", "0")
         receiver.default = Reply(500)
-        dispatch([(webhooks(1)[0], EVENT)], retry_policy=QUICK)
+        send_inline([(webhooks(1)[0], EVENT)], **QUICK)
         (delivery,) = ledger.deliveries()
         assert delivery.state == "dead"
 
         receiver.default = Reply(200)
-        result = replay(delivery.id, ledger)
-        assert result is not None and result.delivered
+        report = Pipeline.from_config().send_now(delivery.id)
+        assert report is not None and report.delivered
         first, *_, last = receiver.requests
         assert last.delivery_id == first.delivery_id == delivery.id
         assert last.body == first.body
@@ -220,7 +262,7 @@ class TestChaos:
                 "AIRFLOW_CONN_CHAOS", flow_webhook_connection(receiver.url("/chaos"), timeout=0.3)
             )
             started = time.monotonic()
-            results = dispatch([(w, EVENT) for w in webhooks(self.N, conn_id="chaos")], retry_policy=QUICK)
+            results = send_inline([(w, EVENT) for w in webhooks(self.N, conn_id="chaos")], **QUICK)
             rounds = drain(ledger)
             elapsed = time.monotonic() - started
             requests = list(receiver.requests)
@@ -236,7 +278,7 @@ class TestChaos:
         # Reported for the issue's closing note (pytest -s shows it).
         print(
             f"\nchaos[{ledger.dialect}]: N={self.N} requests={len(requests)} fault mix={dict(mix)} "
-            f"redelivery rounds={rounds} duration={elapsed:.1f}s duplicates at receiver={duplicates}"
+            f"dispatcher rounds={rounds} duration={elapsed:.1f}s duplicates at receiver={duplicates}"
         )
         assert mix["500/503"] and mix["429 Retry-After"] and mix["reset"] and mix["stall"]
 
@@ -288,19 +330,26 @@ class TestReceiverDown:
 
 
 CRASHING_SENDER = """
-import os, signal, sys
-from airflow_webhook_provider import delivery
-from airflow_webhook_provider.callbacks import dispatch
-from airflow_webhook_provider.delivery import RetryPolicy
-from airflow_webhook_provider.models import FlowWebhook, JobEvent
+import os, signal
+from airflow_webhook_provider.capture.callbacks import submit
+from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
+from airflow_webhook_provider.core.states import CaptureSource
+from airflow_webhook_provider.delivery import sender
+from airflow_webhook_provider.delivery.pipeline import message_for
 
 def die(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)  # between the pending write and the send
+    os.kill(os.getpid(), signal.SIGKILL)  # between the pending write (and the claim) and the send
 
-delivery.WebhookSender.send = die
-dispatch(
-    [(FlowWebhook(name="doomed", conn_id="receiver"), JobEvent(flow_id="f", job_id="r", job_status="success"))],
-    retry_policy=RetryPolicy(max_attempts=1, budget_seconds=1),
+sender.WebhookSender.send = die
+submit(
+    [
+        message_for(
+            FlowWebhook(name="doomed", conn_id="receiver"),
+            JobEvent(flow_id="f", job_id="r", job_status="success"),
+            clear_number=0,
+            capture=CaptureSource.CALLBACK,
+        )
+    ]
 )
 """
 
@@ -312,38 +361,43 @@ class TestCrashSafety:
         connect("receiver")
         script = tmp_path / "crash.py"
         script.write_text(CRASHING_SENDER)
-        done = subprocess.run(
-            [sys.executable, str(script)], env=os.environ.copy(), timeout=120, capture_output=True
-        )
+        # No dispatcher is alive, so the callback path records the message, claims it and sends it inline.
+        env = os.environ | {
+            "AIRFLOW__FLOW_WEBHOOK__RETRY_MAX_ATTEMPTS": "1",
+            "AIRFLOW__FLOW_WEBHOOK__RETRY_BUDGET_SECONDS": "1",
+        }
+        done = subprocess.run([sys.executable, str(script)], env=env, timeout=120, capture_output=True)
         assert done.returncode == -signal.SIGKILL
 
         (delivery,) = ledger.deliveries()
         assert delivery.state == "pending" and delivery.attempts == 0
+        assert delivery.built_at is None  # built at its first send, which never happened
+        assert delivery.claimed_by is not None and delivery.claimed_until is not None
         assert receiver.requests == []
-        assert redeliver_due(ledger).claimed == 0  # the dead sender's lease still holds it
+        assert dispatch_due().claimed == 0  # the dead sender's lease still holds it
 
         time.sleep(max(0.0, delivery.claimed_until - time.time()) + 0.2)
-        assert redeliver_due(ledger).delivered == 1
+        assert dispatch_due().delivered == 1
         (request,) = receiver.wait_for(1)
         assert request.delivery_id == delivery.id and request.signature_valid
         assert ledger.get(delivery.id).state == "delivered"
 
 
-class TestConcurrentRedeliverers:
+class TestConcurrentDispatchers:
     N = 300
 
-    def test_two_processes_claim_disjoint_sets(self, ledger, connect, monkeypatch):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        monkeypatch.setenv("AIRFLOW_CONN_RECEIVER", flow_webhook_connection(f"http://127.0.0.1:{port}/hook"))
-        dispatch([(w, EVENT) for w in webhooks(self.N)], retry_policy=RetryPolicy(max_attempts=1))
-        assert ledger.counts() == {"failed": self.N}
-        with ledger.engine.begin() as conn:
-            conn.execute(text("UPDATE flow_webhook_deliveries SET next_attempt_at = 0"))
+    def test_two_processes_claim_disjoint_sets(self, ledger, monkeypatch):
+        with RecordingReceiver(secret=SECRET, default=Reply(200, delay_seconds=0.01)) as receiver:
+            monkeypatch.setenv("AIRFLOW_CONN_RECEIVER", flow_webhook_connection(receiver.url("/hook")))
+            ledger.record(
+                [
+                    message_for(w, EVENT, clear_number=0, capture=CaptureSource.CALLBACK)
+                    for w in webhooks(self.N)
+                ]
+            )
+            assert ledger.counts() == {"pending": self.N}
+            assert ledger.count_due() == self.N
 
-        lock = threading.Lock()
-        with RecordingReceiver(secret=SECRET, port=port, default=Reply(200, delay_seconds=0.01)) as receiver:
             env = os.environ.copy()
             processes = [
                 subprocess.Popen(
@@ -359,8 +413,7 @@ class TestConcurrentRedeliverers:
             try:
                 for process in processes:
                     out, err = process.communicate(timeout=180)
-                    with lock:
-                        outputs.append((process.returncode, out, err))
+                    outputs.append((process.returncode, out, err))
             finally:
                 for process in processes:
                     if process.poll() is None:
@@ -373,9 +426,10 @@ class TestConcurrentRedeliverers:
         assert len(received) == self.N
         assert max(received.values()) == 1, "a delivery was sent twice"
         assert ledger.counts() == {"delivered": self.N}
+        assert {d.attempts for d in ledger.deliveries(limit=None)} == {1}
         claimed = [int(out.split()[0]) for _, out, _ in outputs]
         assert sum(claimed) == self.N
-        print(f"\nredeliverers[{ledger.dialect}]: claimed {claimed} of {self.N}, duplicates 0")
+        print(f"\ndispatchers[{ledger.dialect}]: claimed {claimed} of {self.N}, duplicates 0")
 
 
 class TestNoSecrets:
@@ -384,10 +438,17 @@ class TestNoSecrets:
             "receiver", headers='{"Authorization": "Bearer hdr-value-7f3a", "X-Api-Key": "key-value-91c2"}'
         )
         receiver.script(Reply(500), Reply(200))
-        dispatch([(w, EVENT) for w in webhooks(3)], retry_policy=QUICK)
+        send_inline([(w, EVENT) for w in webhooks(3)], **QUICK)
         dump = []
+        tables = (
+            "flow_webhook_deliveries",
+            "flow_webhook_attempts",
+            "flow_webhook_endpoints",
+            "flow_webhook_dispatchers",
+            "flow_webhook_schema",
+        )
         with ledger.engine.connect() as conn:
-            for table in ("flow_webhook_deliveries", "flow_webhook_attempts", "flow_webhook_schema"):
+            for table in tables:
                 for row in conn.execute(text(f"SELECT * FROM {table}")):
                     dump.append(repr(tuple(row)))
         text_dump = "\n".join(dump)
@@ -401,8 +462,8 @@ class TestCommandLine:
     def test_deliveries_list_json_is_clean_json_on_stdout(self, ledger, receiver, connect):
         connect("receiver")
         receiver.script(Reply(500), Reply(500))
-        dispatch([(w, EVENT) for w in webhooks(2)], retry_policy=RetryPolicy(max_attempts=1))
-        done = run_cli("deliveries", "list", "--json")
+        send_inline([(w, EVENT) for w in webhooks(2)], **ONCE)
+        done = run_cli("deliveries", "list", "-o", "json")
         assert done.returncode == 0, done.stderr[-2000:]
         listing = json.loads(done.stdout)
         assert {(d["webhook"], d["state"], d["attempts"]) for d in listing} == {
@@ -414,7 +475,7 @@ class TestCommandLine:
     def test_redeliver_by_id(self, ledger, receiver, connect):
         connect("receiver")
         receiver.script(Reply(500))
-        (result,) = dispatch([(webhooks(1)[0], EVENT)], retry_policy=RetryPolicy(max_attempts=1))
+        (result,) = send_inline([(webhooks(1)[0], EVENT)], **ONCE)
         done = run_cli("redeliver", result.delivery_id)
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.startswith(f"{result.delivery_id}: delivered: HTTP 200")

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
+import uuid
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from airflow_webhook_provider.exceptions import FlowWebhookError, InvalidWebhookDefinition
-from airflow_webhook_provider.models import (
-    DEFAULT_MAX_WEBHOOKS_PER_FLOW,
+from airflow_webhook_provider import config
+from airflow_webhook_provider.capture.attach import FlowWebhooks
+from airflow_webhook_provider.core.definitions import (
     FlowWebhook,
-    FlowWebhooks,
     JobEvent,
+    Limits,
+    check_limits,
     event_for_state,
 )
-from airflow_webhook_provider.templating import REFERENCES
+from airflow_webhook_provider.core.exceptions import FlowWebhookError, InvalidWebhookDefinition
+from airflow_webhook_provider.core.templating import REFERENCES
 
 URL = "https://hooks.example.com/notify"
 SECRET_VALUE = "s3cr3t-VALUE-must-not-leak"
@@ -494,6 +497,18 @@ def _webhooks(count: int) -> list[FlowWebhook]:
     return [FlowWebhook(name=f"hook-{i}", conn_id="alerts") for i in range(count)]
 
 
+def _attach(webhooks: list[FlowWebhook]) -> Any:
+    """Attach to a new DAG, which checks the ``[flow_webhook]`` limits; return the DAG."""
+    from airflow.sdk import DAG
+
+    dag = DAG(f"limits_{uuid.uuid4().hex[:8]}", schedule=None)
+    return FlowWebhooks(*webhooks).attach(dag)
+
+
+def _definition_file(webhooks: list[FlowWebhook]) -> dict[str, Any]:
+    return {"webhooks": [w.model_dump(mode="json", exclude_defaults=True) for w in webhooks]}
+
+
 class TestFlowWebhooks:
     @pytest.fixture(autouse=True)
     def _default_limit(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -523,28 +538,50 @@ class TestFlowWebhooks:
         assert info.value.field == "name"
 
     def test_exactly_the_default_limit_is_allowed(self) -> None:
-        assert DEFAULT_MAX_WEBHOOKS_PER_FLOW == 50
-        assert len(FlowWebhooks(*_webhooks(50))) == 50
+        assert Limits().max_webhooks_per_flow == 50
+        assert config.limits() == Limits()
+        webhooks = FlowWebhooks(*_webhooks(50))
+        assert len(webhooks) == 50
+        check_limits(webhooks, config.limits(), where="FlowWebhooks")
+        assert len(FlowWebhooks.from_mapping(_definition_file(_webhooks(50)), limits=config.limits())) == 50
+        assert len(_attach(_webhooks(50)).on_success_callback[0].registry.webhooks) == 50
 
     def test_more_than_the_default_limit_is_refused(self) -> None:
+        # The constructor takes any number; the limit is checked where it applies.
+        webhooks = FlowWebhooks(*_webhooks(51))
+        assert len(webhooks) == 51
+        refusals = []
         with pytest.raises(InvalidWebhookDefinition) as info:
-            FlowWebhooks(*_webhooks(51))
-        message = str(info.value)
-        assert "defines 51 flow webhooks, more than the 50 allowed per flow" in message
-        assert "[flow_webhook] max_webhooks_per_flow" in message
-        assert info.value.field == "webhooks"
+            check_limits(webhooks, config.limits(), where="FlowWebhooks")
+        refusals.append(info.value)
+        with pytest.raises(InvalidWebhookDefinition) as info:
+            FlowWebhooks.from_mapping(_definition_file(_webhooks(51)), limits=config.limits())
+        refusals.append(info.value)
+        with pytest.raises(InvalidWebhookDefinition) as info:
+            _attach(_webhooks(51))
+        refusals.append(info.value)
+        for refusal in refusals:
+            message = str(refusal)
+            assert "defines 51 flow webhooks, more than the 50 allowed per flow" in message
+            assert "[flow_webhook] max_webhooks_per_flow" in message
+            assert refusal.field == "webhooks"
 
     def test_limit_comes_from_airflow_config(self, monkeypatch: pytest.MonkeyPatch) -> None:
         webhooks = _webhooks(4)
-        assert len(FlowWebhooks(*webhooks)) == 4
+        _attach(webhooks)
         monkeypatch.setenv(MAX_ENV, "3")
-        assert len(FlowWebhooks(*webhooks[:3])) == 3
+        assert config.limits().max_webhooks_per_flow == 3
+        _attach(webhooks[:3])
         with pytest.raises(
             InvalidWebhookDefinition, match="defines 4 flow webhooks, more than the 3 allowed"
         ):
-            FlowWebhooks(*webhooks)
+            _attach(webhooks)
+        with pytest.raises(
+            InvalidWebhookDefinition, match="defines 4 flow webhooks, more than the 3 allowed"
+        ):
+            check_limits(FlowWebhooks(*webhooks), config.limits(), where="FlowWebhooks")
         monkeypatch.delenv(MAX_ENV)
-        assert len(FlowWebhooks(*webhooks)) == 4
+        _attach(webhooks)
 
     @pytest.mark.parametrize(
         ("item", "type_name"),

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from airflow_webhook_provider import FlowWebhookNotifier
-from airflow_webhook_provider.exceptions import InvalidWebhookDefinition
+from airflow_webhook_provider.core.exceptions import InvalidWebhookDefinition
 from airflow_webhook_provider.receiver import Reply
 
 NOTIFIER_DAG = """
@@ -41,7 +41,7 @@ with DAG(
 """
 
 
-def test_dag_and_task_level_notifiers(dag_file, receiver, connect):
+def test_dag_and_task_level_notifiers(dag_file, receiver, connect, own_ledger):
     connect("receiver")
     dag_run = dag_file(NOTIFIER_DAG.format(dag_id="notified")).dag.test()
     assert dag_run.state == "failed"
@@ -54,6 +54,10 @@ def test_dag_and_task_level_notifiers(dag_file, receiver, connect):
     (dag_message,) = [json.loads(b) for b in bodies if b.startswith(b"{")]
     assert dag_message == {"dag": "notified", "job": dag_run.run_id, "status": "failed", "out": ""}
     assert all(r.signature_valid for r in requests)
+    # The notifier records through the pipeline: one delivered message per request.
+    recorded = own_ledger.deliveries(limit=None)
+    assert {d.id for d in recorded} == {r.delivery_id for r in requests}
+    assert {d.state for d in recorded} == {"delivered"}
 
 
 def test_notifier_with_failing_receiver_does_not_fail_the_task(dag_file, receiver, connect, monkeypatch):

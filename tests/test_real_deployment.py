@@ -125,7 +125,7 @@ def test_run_and_output_webhooks_fire_from_scheduler_and_dag_processor(tmp_path:
                     check=True,
                 )
                 for args in (
-                    ("deliveries", "list", "--json"),
+                    ("deliveries", "list", "-o", "json"),
                     ("deliveries", "show", requests[0].delivery_id),
                 )
             ]

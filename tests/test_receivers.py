@@ -13,15 +13,17 @@ import time
 import pytest
 import requests
 
-from airflow_webhook_provider.delivery import RetryPolicy
+from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
+from airflow_webhook_provider.core.retry import RetrySchedule
+from airflow_webhook_provider.delivery.message import build_message
+from airflow_webhook_provider.delivery.sender import WebhookSender
 from airflow_webhook_provider.hooks.flow_webhook import FlowWebhookHook
-from airflow_webhook_provider.models import FlowWebhook, JobEvent
 from tests.conftest import REPO, flow_webhook_connection
 
 EXAMPLES = REPO / "examples" / "receivers"
 SECRET = "receiver-example-secret"
 EVENT = JobEvent(flow_id="interop", job_id="run_42", job_status="success")
-ONCE = RetryPolicy(max_attempts=1)
+ONCE = RetrySchedule(attempts=1)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -37,7 +39,7 @@ def stop(process: subprocess.Popen) -> None:
 
 def deliver(monkeypatch, url: str, *, secret: str = SECRET, method: str = "POST"):
     monkeypatch.setenv("AIRFLOW_CONN_INTEROP", flow_webhook_connection(url, secret=secret))
-    return FlowWebhookHook("interop", retry_policy=ONCE).deliver(
+    return FlowWebhookHook("interop", retry=ONCE).deliver(
         FlowWebhook(name="interop", conn_id="interop", method=method, query={"job": "$jobId"}), EVENT
     )
 
@@ -117,9 +119,12 @@ def test_fastapi_receiver_refuses_a_replay_and_a_wrong_key(monkeypatch, fastapi_
     monkeypatch.setenv(
         "AIRFLOW_CONN_INTEROP", flow_webhook_connection(f"{fastapi_receiver}/hooks", secret=SECRET)
     )
-    hook = FlowWebhookHook("interop", retry_policy=ONCE)
-    message = hook.build(FlowWebhook(name="interop", conn_id="interop"), EVENT, delivery_id=first.delivery_id)
-    replay = hook.send(message)
+    endpoint = FlowWebhookHook("interop", retry=ONCE).endpoint
+    references = EVENT.references(webhook_name="interop", delivery_id=first.delivery_id)
+    message = build_message(
+        endpoint, FlowWebhook(name="interop", conn_id="interop"), references, delivery_id=first.delivery_id
+    )
+    replay = WebhookSender().send(endpoint, message, schedule=ONCE)
     assert replay.status_code == 401
     assert "replayed delivery" in replay.attempts[0].response_excerpt
     assert deliver(monkeypatch, f"{fastapi_receiver}/hooks", secret="wrong").status_code == 401

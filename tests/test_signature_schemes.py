@@ -11,12 +11,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from airflow_webhook_provider.delivery import RetryPolicy
-from airflow_webhook_provider.exceptions import InvalidConnection, InvalidSignature
+from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
+from airflow_webhook_provider.core.exceptions import InvalidConnection, InvalidSignature
+from airflow_webhook_provider.core.retry import RetrySchedule
+from airflow_webhook_provider.core.signing import ReplayGuard, payload_for, sign, verify_signature
 from airflow_webhook_provider.hooks.flow_webhook import FlowWebhookHook
-from airflow_webhook_provider.models import FlowWebhook, JobEvent
 from airflow_webhook_provider.receiver import RecordingReceiver
-from airflow_webhook_provider.signing import ReplayGuard, payload_for, sign, verify_signature
 from tests.conftest import flow_webhook_connection
 
 EVENT = JobEvent(flow_id="schemes", job_id="run_7", job_status="success")
@@ -34,7 +34,7 @@ def deliver(monkeypatch, receiver, *, secret, method="POST", **extra):
         "AIRFLOW_CONN_SCHEMES", flow_webhook_connection(receiver.url("/h?x=1"), secret=secret, **extra)
     )
     webhook = FlowWebhook(name="w", conn_id="schemes", method=method)
-    result = FlowWebhookHook("schemes", retry_policy=RetryPolicy(max_attempts=1)).deliver(webhook, EVENT)
+    result = FlowWebhookHook("schemes", retry=RetrySchedule(attempts=1)).deliver(webhook, EVENT)
     assert result.delivered, result.error
     (request,) = receiver.wait_for(1)
     return request

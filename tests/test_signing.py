@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from airflow_webhook_provider.exceptions import FlowWebhookError, InvalidSignature
-from airflow_webhook_provider.signing import (
+from airflow_webhook_provider.core.exceptions import FlowWebhookError, InvalidSignature
+from airflow_webhook_provider.core.signing import (
     SIGNATURE_HEADER,
     compute_signature,
     payload_for,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from airflow_webhook_provider.exceptions import FlowWebhookError, TemplateError
-from airflow_webhook_provider.templating import (
+from airflow_webhook_provider.core.exceptions import FlowWebhookError, TemplateError
+from airflow_webhook_provider.core.templating import (
     REFERENCES,
     RenderMode,
     check_json_template,

@@ -45,9 +45,8 @@ import jwt
 import pytest
 import requests
 
-from airflow_webhook_provider.get_provider_info import get_provider_info
-from airflow_webhook_provider.ledger import AttemptRecord, Delivery, Ledger
-from airflow_webhook_provider.plugins.page import (
+from airflow_webhook_provider.delivery.pipeline import DeliveryMode
+from airflow_webhook_provider.face.plugins.page import (
     ATTEMPTS_PAGE_SIZE,
     CSRF_HEADER,
     CSRF_VALUE,
@@ -56,11 +55,13 @@ from airflow_webhook_provider.plugins.page import (
     render_delivery,
     render_page,
 )
+from airflow_webhook_provider.get_provider_info import get_provider_info
+from airflow_webhook_provider.ledger import AttemptRecord, Delivery, EndpointHealth, Ledger
 from airflow_webhook_provider.receiver import RecordingReceiver, Reply
 from tests.airflow_deployment import AirflowDeployment
 from tests.conftest import REPO, SECRET, flow_webhook_connection
 
-PLUGIN_CLASS = "airflow_webhook_provider.plugins.webhooks_tab.FlowWebhooksPlugin"
+PLUGIN_CLASS = "airflow_webhook_provider.face.plugins.webhooks_tab.FlowWebhooksPlugin"
 DAG_ID = "webhooks_tab"
 # A DAG author's webhook name that would run script if the page did not escape it.
 XSS_NAME = '<img src=x onerror="window.top.pwned = 1"> order-feed'
@@ -106,22 +107,30 @@ def _delivery(index: int = 0, **changes: Any) -> Delivery:
         "id": f"00000000-0000-0000-0000-{index:012d}",
         "dag_id": "sales",
         "run_id": "manual__2026-01-01T00:00:00+00:00",
+        "clear_number": 0,
         "output_name": "",
         "webhook": f"notify-{index:02d}",
         "event": "failure",
         "job_status": "failed",
+        "capture": "callback",
         "conn_id": "receiver",
         "target_url": None,
+        "endpoint": "receiver",
+        "definition": None,
+        "refs": {},
+        "built_at": 1_767_225_600.0,
         "url": "https://hooks.example.com/notify?token=***",
         "query": "",
         "method": "POST",
         "headers": {},
         "body": b"{}",
         "state": "failed",
+        "forced": False,
         "attempts": 3,
         "last_status": 503,
         "last_error": "HTTP 503",
         "next_attempt_at": 1_767_225_900.0,
+        "event_at": 1_767_225_599.0,
         "created_at": 1_767_225_600.0,
         "updated_at": 1_767_225_610.0,
         "delivered_at": None,
@@ -140,7 +149,8 @@ def _attempt(number: int, **changes: Any) -> AttemptRecord:
         "status_code": 503,
         "error": None,
         "response_excerpt": "busy",
-        "source": "redelivery",
+        "source": "replay",
+        "sender": "replay@api-server:4242",
     }
     values.update(changes)
     return AttemptRecord(**values)
@@ -149,8 +159,13 @@ def _attempt(number: int, **changes: Any) -> AttemptRecord:
 URLS = TabUrls(base="/flow-webhooks", dag_id="sales", run_id="manual__2026-01-01T00:00:00+00:00")
 
 
+INLINE = DeliveryMode(dispatchers=(), stale_seconds=30.0)
+
+
 def _page(deliveries: list[Delivery], **changes: Any) -> str:
     arguments: dict[str, Any] = {
+        "mode": INLINE,
+        "endpoints": [],
         "dag_id": "sales",
         "run_id": "manual__2026-01-01T00:00:00+00:00",
         "deliveries": deliveries,
@@ -265,6 +280,66 @@ class TestPage:
         assert '<td class="num attempts">0</td>' in row
         assert "next try" not in row
 
+    def test_each_row_says_how_its_message_was_captured(self) -> None:
+        page = _page([_delivery(1, capture="callback"), _delivery(2, capture="reconciled")])
+        assert '<th title="How the end was seen: callback, listener or reconciled">Captured by</th>' in page
+        captures = re.findall(r'<td class="small" title="([^"]+)">([^<]+)</td>', page)
+        assert sorted(captures) == [
+            ("an Airflow callback", "callback"),
+            ("run-end reconciliation of the outputs", "reconciled"),
+        ]
+
+    def test_the_page_says_who_sends_new_messages(self) -> None:
+        inline = _page([])
+        assert '<p class="mode small">Delivery: <span class="badge retry">inline</span>' in inline
+        assert "no dispatcher heartbeat in the last 30 s" in inline
+        dispatcher = _page([], mode=DeliveryMode(dispatchers=("dispatcher@host:1",), stale_seconds=30.0))
+        assert '<span class="badge success">dispatcher</span>' in dispatcher
+        assert "dispatcher: 1 alive (dispatcher@host:1)" in dispatcher
+
+    def test_lists_only_the_troubled_endpoints(self) -> None:
+        def health(key: str, **changes: Any) -> EndpointHealth:
+            values: dict[str, Any] = {
+                "key": key,
+                "circuit": "closed",
+                "consecutive_failures": 0,
+                "failing_since": None,
+                "last_success_at": 1_767_225_000.0,
+                "last_failure_at": None,
+                "last_error": None,
+                "opened_at": None,
+                "opened_reason": None,
+                "probes": 0,
+                "next_probe_at": None,
+                "probe_until": None,
+                "updated_at": 1_767_225_600.0,
+            }
+            values.update(changes)
+            return EndpointHealth(**values)
+
+        page = _page(
+            [_delivery()],
+            endpoints=[
+                health("healthy"),
+                health("<b>streak</b>", consecutive_failures=2, failing_since=1_767_225_500.0),
+                health(
+                    "broken",
+                    circuit="open",
+                    consecutive_failures=3,
+                    opened_at=1_767_225_600.0,
+                    opened_reason="3 consecutive failures; last: HTTP 503",
+                    next_probe_at=1_767_225_660.0,
+                ),
+            ],
+        )
+        items = re.findall(r"<li>(.*?)</li>", page)
+        assert len(items) == 2
+        assert "healthy" not in page.split('<ul class="endpoints small">')[1]
+        assert "&lt;b&gt;streak&lt;/b&gt;" in items[0] and "2 failure(s) in a row" in items[0]
+        assert '<span class="mono">broken</span>' in items[1] and "circuit open" in items[1]
+        assert "3 consecutive failures; last: HTTP 503" in items[1]
+        assert '<ul class="endpoints' not in _page([_delivery()], endpoints=[health("healthy")])
+
 
 class TestRegistration:
     def test_provider_info_names_the_plugin(self) -> None:
@@ -277,7 +352,7 @@ class TestRegistration:
         assert ("flow_webhooks", PLUGIN_CLASS.replace(".FlowWebhooksPlugin", ":FlowWebhooksPlugin")) in found
 
     def test_the_tab_is_a_dag_run_external_view(self) -> None:
-        from airflow_webhook_provider.plugins.webhooks_tab import FlowWebhooksPlugin
+        from airflow_webhook_provider.face.plugins.webhooks_tab import FlowWebhooksPlugin
 
         (view,) = FlowWebhooksPlugin.external_views
         assert view["destination"] == "dag_run"
@@ -467,6 +542,16 @@ def test_the_webhooks_tab_lists_expands_and_redelivers(tab: TabDeployment) -> No
         names = {row.find_element(By.CSS_SELECTOR, "td.name").text for row in rows}
         assert {f"notify-{i:02d}" for i in range(12)} | {"report-published", XSS_NAME} == names
         assert "token=***" in driver.find_element(By.TAG_NAME, "body").text
+        # Every message was captured by a callback; no dispatcher runs, so callbacks sent them
+        # inline; the failing receiver's circuit is open (the ok receiver is not listed).
+        headers = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "table.deliveries > thead th")]
+        assert headers[4] == "Captured by"
+        captures = {row.find_element(By.CSS_SELECTOR, "tr.summary > td:nth-child(5)").text for row in rows}
+        assert captures == {"callback"}
+        mode = driver.find_element(By.CSS_SELECTOR, "p.mode").text
+        assert mode.startswith("Delivery: inline") and "no dispatcher heartbeat" in mode, mode
+        (troubled,) = driver.find_elements(By.CSS_SELECTOR, "ul.endpoints li")
+        assert troubled.text.startswith("bad_receiver: circuit open"), troubled.text
         for secret in (QUERY_SECRET, HEADER_SECRET, SECRET):
             assert secret not in driver.page_source
 
