@@ -470,6 +470,19 @@ class AirflowDeployment:
                     + self.log_tail(component.name)
                 )
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one component with its whole process tree (an outage); ``start(name)`` brings it back."""
+        component = self._components.pop(name)
+        try:
+            tracked = _tree(component.process)
+            _signal_group(component.process.pid, signal.SIGKILL)
+            for pid in tracked:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _wait_gone([component.process], tracked, _KILL_GRACE_SECONDS)
+        finally:
+            component.log_file.close()
+
     def stop(self) -> None:
         """Stop every started component with its whole process tree (see ``_terminate``).
 

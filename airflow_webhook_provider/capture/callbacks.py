@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from airflow_webhook_provider import config
 from airflow_webhook_provider.capture.context import (
@@ -31,6 +31,7 @@ from airflow_webhook_provider.capture.context import (
     logical_date_of,
     task_states,
 )
+from airflow_webhook_provider.capture.definitions import record_definitions
 from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
 from airflow_webhook_provider.core.exceptions import InvalidWebhookDefinition
 from airflow_webhook_provider.core.selection import for_output, for_run, reconcile, selected_outputs
@@ -39,7 +40,7 @@ from airflow_webhook_provider.core.states import CaptureSource, Event
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
 
-    from airflow_webhook_provider.ledger import NewDelivery
+    from airflow_webhook_provider.ledger import Ledger, NewDelivery
 
 __all__ = ["OutputEndCallback", "RunEndCallback", "WebhookRegistry", "submit"]
 
@@ -95,6 +96,14 @@ def submit(messages: list[NewDelivery]) -> None:
     Pipeline.from_config().submit(messages)
 
 
+def _safely(what: str, action: Callable[[], Any]) -> Any:
+    try:
+        return action()
+    except Exception as exc:
+        log.warning("Flow webhooks: %s failed (%s: %s)", what, type(exc).__name__, exc)
+        return None
+
+
 class _WebhookCallback:
     """A callback that records a DAG's messages and never raises, whatever happens."""
 
@@ -110,7 +119,12 @@ class _WebhookCallback:
 
     def __call__(self, context: Context) -> None:
         try:
-            submit(self.messages(context))
+            # Imported here: DAG files import this module to attach, and the sending
+            # machinery would cost every DAG parse.
+            from airflow_webhook_provider.delivery.pipeline import Pipeline
+
+            pipeline = Pipeline.from_config()
+            pipeline.submit(self.messages(context, pipeline.ledger))
         except Exception as exc:
             # Nothing a webhook does may fail the user's task or run.
             log.error(
@@ -120,8 +134,12 @@ class _WebhookCallback:
                 exc,
             )
 
-    def messages(self, context: Context) -> list[NewDelivery]:
-        """Return the messages this end calls for."""
+    def messages(self, context: Context, ledger: Ledger | None) -> list[NewDelivery]:
+        """Return the messages this end calls for.
+
+        :param context: the callback's context.
+        :param ledger: the ledger (None when it cannot be opened), for what capture reads and records.
+        """
         raise NotImplementedError
 
 
@@ -134,9 +152,13 @@ class RunEndCallback(_WebhookCallback):
 
     kind = "run"
 
-    def messages(self, context: Context) -> list[NewDelivery]:
-        """Return the run's messages and those its outputs' final states call for."""
-        from airflow_webhook_provider.delivery.pipeline import message_for
+    def messages(self, context: Context, ledger: Ledger | None) -> list[NewDelivery]:
+        """Return the run's messages and those its outputs' final states call for.
+
+        The outputs are reconciled from the task states a listener recorded at the run's
+        end when there are any, and from the run's current task states otherwise.
+        """
+        from airflow_webhook_provider.delivery.pipeline import message_for, owner_name
 
         run_id = str(context["run_id"])
         dag_id = self.registry.dag_id
@@ -161,9 +183,26 @@ class RunEndCallback(_WebhookCallback):
             )
             for webhook in for_run(webhooks, run_state)
         ]
+        if ledger is not None:
+            _safely(
+                "recording the DAG's definitions",
+                lambda: record_definitions(ledger, dag_id, webhooks, recorded_by=owner_name("dag-processor")),
+            )
         outputs = selected_outputs(webhooks)
         if outputs:
-            for webhook, task_id, state in reconcile(webhooks, task_states(dag_id, run_id, outputs)):
+            # The states a listener saw when the run ended, when one did: this callback may run
+            # late (the DAG processor was down), after the run was cleared and ran again.
+            states = (
+                _safely(
+                    "reading the run end's task states",
+                    lambda: ledger.run_end_states(dag_id=dag_id, run_id=run_id, clear_number=clear_number),
+                )
+                if ledger is not None
+                else None
+            )
+            if states is None:
+                states = task_states(dag_id, run_id, outputs)
+            for webhook, (task_id, map_index), state in reconcile(webhooks, states):
                 messages.append(
                     message_for(
                         webhook,
@@ -171,6 +210,7 @@ class RunEndCallback(_WebhookCallback):
                         clear_number=clear_number,
                         capture=CaptureSource.RECONCILED,
                         event_at=ended_at,
+                        map_index=map_index,
                     )
                 )
         return messages
@@ -185,11 +225,12 @@ class OutputEndCallback(_WebhookCallback):
 
     kind = "output"
 
-    def messages(self, context: Context) -> list[NewDelivery]:
+    def messages(self, context: Context, ledger: Ledger | None) -> list[NewDelivery]:
         """Return the messages of the webhooks that select this output."""
         from airflow_webhook_provider.delivery.pipeline import message_for
 
         task_id = context["ti"].task_id
+        map_index = getattr(context["ti"], "map_index", -1)
         run_id = str(context["run_id"])
         state = "success" if self.event == Event.SUCCESS else "failed"
         settings = config.load()
@@ -208,6 +249,7 @@ class OutputEndCallback(_WebhookCallback):
                 clear_number=clear_number_of(context),
                 capture=CaptureSource.CALLBACK,
                 event_at=time.time(),
+                map_index=map_index if isinstance(map_index, int) else -1,
             )
             for webhook in for_output(self.registry.webhooks, task_id, state)
         ]

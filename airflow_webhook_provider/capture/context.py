@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from airflow_webhook_provider.core.selection import TaskKey
+
 __all__ = ["clear_number_of", "end_time_of", "job_url", "logical_date_of", "state_name", "task_states"]
 
 
@@ -54,14 +56,14 @@ def state_name(state: Any) -> str:
     return str(getattr(state, "value", state)).lower()
 
 
-def task_states(dag_id: str, run_id: str, task_ids: Sequence[str]) -> dict[str, str]:
+def task_states(dag_id: str, run_id: str, task_ids: Sequence[str]) -> dict[TaskKey, str]:
     """Read the final states of some tasks of a run, from wherever the callback runs.
 
     In the DAG processor the Task SDK asks the supervisor; under ``dag.test()`` and
     ``airflow dags test`` there is no supervisor, and the run lives in this process's
     metadata database session instead.
 
-    :return: task id to lowercase state; tasks without a state are left out.
+    :return: ``(task_id, map_index)`` to lowercase state; task instances without a state are left out.
     """
     from airflow.sdk.execution_time import task_runner
 
@@ -69,21 +71,37 @@ def task_states(dag_id: str, run_id: str, task_ids: Sequence[str]) -> dict[str, 
         by_run = task_runner.RuntimeTaskInstance.get_task_states(
             dag_id=dag_id, run_ids=[run_id], task_ids=list(task_ids)
         )
-        return {task_id: state_name(state) for task_id, state in by_run.get(run_id, {}).items() if state}
+        found = {}
+        for key, state in by_run.get(run_id, {}).items():
+            task_key = _task_key(key, task_ids)
+            if state and task_key is not None:
+                found[task_key] = state_name(state)
+        return found
     return _task_states_from_metadata_db(dag_id, run_id, task_ids)
 
 
-def _task_states_from_metadata_db(dag_id: str, run_id: str, task_ids: Sequence[str]) -> dict[str, str]:
+def _task_key(key: str, task_ids: Sequence[str]) -> TaskKey | None:
+    """Read the Task SDK's key of a task instance: ``task_id``, or ``task_id_<map index>`` when mapped."""
+    if key in task_ids:
+        return key, -1
+    for task_id in task_ids:
+        suffix = key[len(task_id) + 1 :]
+        if key.startswith(f"{task_id}_") and suffix.isdigit():
+            return task_id, int(suffix)
+    return None
+
+
+def _task_states_from_metadata_db(dag_id: str, run_id: str, task_ids: Sequence[str]) -> dict[TaskKey, str]:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
         rows = session.execute(
-            select(TaskInstance.task_id, TaskInstance.state).where(
+            select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
                 TaskInstance.dag_id == dag_id,
                 TaskInstance.run_id == run_id,
                 TaskInstance.task_id.in_(list(task_ids)),
             )
         ).all()
-    return {task_id: state_name(state) for task_id, state in rows if state}
+    return {(task_id, map_index): state_name(state) for task_id, map_index, state in rows if state}

@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airflow_webhook_provider.core.egress import EgressPolicy
 from airflow_webhook_provider.core.exceptions import InvalidConnection
+from airflow_webhook_provider.core.identity import endpoint_key
 from airflow_webhook_provider.core.redaction import sensitive_query_values
 from airflow_webhook_provider.core.signing import standard_key
 
@@ -35,7 +35,6 @@ __all__ = [
     "ConnectionExtras",
     "Endpoint",
     "endpoint_from_connection",
-    "endpoint_key",
     "resolve_endpoint",
     "url_endpoint",
 ]
@@ -45,18 +44,6 @@ Method = Literal["POST", "PUT", "PATCH", "GET", "DELETE"]
 _METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
-
-
-def endpoint_key(conn_id: str | None, target_url: str | None) -> str:
-    """Return the key of an endpoint's health row: the connection id, or ``url:`` and the URL's origin.
-
-    A ``url=`` webhook is keyed by scheme, host and port only: its path and query may carry a token.
-    """
-    if conn_id is not None:
-        return conn_id
-    parts = urlsplit(target_url or "")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"url:{parts.scheme}://{parts.hostname or ''}:{port}"
 
 
 def _extra(label: str, schema: dict[str, Any], description: str, **field: Any) -> Any:

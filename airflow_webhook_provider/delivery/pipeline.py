@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING
 from airflow_webhook_provider import config
 from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent, event_for_state
 from airflow_webhook_provider.core.identity import delivery_id as end_id
-from airflow_webhook_provider.core.identity import random_delivery_id
+from airflow_webhook_provider.core.identity import endpoint_key, output_key, random_delivery_id
 from airflow_webhook_provider.core.outcome import Attempt, DeliveryResult
 from airflow_webhook_provider.core.states import CaptureSource, DeliveryState, Event
-from airflow_webhook_provider.delivery.endpoints import Endpoint, endpoint_key, resolve_endpoint, url_endpoint
+from airflow_webhook_provider.delivery.endpoints import Endpoint, resolve_endpoint, url_endpoint
 from airflow_webhook_provider.delivery.message import OutgoingMessage, assemble, build_message
 from airflow_webhook_provider.delivery.sender import WebhookSender, fan_out, shared_sender
 from airflow_webhook_provider.ledger import (
@@ -87,6 +87,7 @@ def message_for(
     origin: str = "code",
     event_at: float | None = None,
     delivery_id: str | None = None,
+    map_index: int = -1,
 ) -> NewDelivery:
     """Return the ledger record of one message about one end.
 
@@ -99,6 +100,7 @@ def message_for(
     :param event_at: when the end happened, if known.
     :param delivery_id: the delivery id; by default the one that identifies this end
         (see :func:`~airflow_webhook_provider.core.identity.delivery_id`).
+    :param map_index: the output's map index, for a mapped output task (each instance is an output).
     """
     event_name = _event_of(event.job_status)
     identifier = delivery_id or end_id(
@@ -106,7 +108,7 @@ def message_for(
         run_id=event.job_id,
         clear_number=clear_number,
         webhook=f"{origin}:{webhook.name}",
-        output=event.output_name,
+        output=output_key(event.output_name, map_index) if event.output_name else "",
         event=event_name,
     )
     return NewDelivery(

@@ -12,6 +12,12 @@ because they are needed to send a message and credentials are refused in them.
 - ``flow_webhook_endpoints``: the health of each endpoint (a connection, or the host of a
   ``url=`` webhook): its circuit breaker, failure streak and last success.
 - ``flow_webhook_dispatchers``: the heartbeat of each running dispatcher.
+- ``flow_webhook_code_definitions``: each DAG's code-defined webhooks, as the task runner
+  and the DAG processor (which parse DAG files) last saw them, for the listeners in the
+  scheduler and the API server (which never do).
+- ``flow_webhook_run_ends``: each run end a listener captured, with its task instances'
+  states at that moment, so a DAG-level callback that runs late reconciles the outputs
+  from those states, not from a rerun's.
 """
 
 from __future__ import annotations
@@ -30,7 +36,17 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["SCHEMA_VERSION", "attempts", "deliveries", "dispatchers", "endpoints", "metadata", "schema_info"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "attempts",
+    "code_definitions",
+    "deliveries",
+    "dispatchers",
+    "endpoints",
+    "metadata",
+    "run_ends",
+    "schema_info",
+]
 
 #: The version this release writes; ``Ledger.ensure_schema`` migrates older ledgers to it.
 SCHEMA_VERSION = 2
@@ -132,4 +148,26 @@ dispatchers = Table(
     Column("stopped_at", Float),
     Column("sent", Integer, nullable=False, default=0),
     Column("delivered", Integer, nullable=False, default=0),
+)
+
+code_definitions = Table(
+    "flow_webhook_code_definitions",
+    metadata,
+    Column("dag_id", String(250), primary_key=True),
+    Column("digest", String(64), nullable=False),  # sha256 of the definitions below
+    Column("definitions", Text, nullable=False),  # the definition file's mapping (JSON)
+    Column("recorded_at", Float, nullable=False),
+    Column("recorded_by", String(120), nullable=False),  # role@host:pid of the process that parsed the DAG
+)
+
+run_ends = Table(
+    "flow_webhook_run_ends",
+    metadata,
+    Column("dag_id", String(250), primary_key=True),
+    Column("run_id", String(250), primary_key=True),
+    Column("clear_number", Integer, primary_key=True),
+    Column("state", String(32), nullable=False),
+    Column("task_states", Text, nullable=False),  # JSON [[task_id, map_index, state], ...] at the end
+    Column("ended_at", Float),
+    Column("recorded_at", Float, nullable=False),
 )

@@ -48,10 +48,12 @@ from airflow_webhook_provider.core.states import SENDABLE, CaptureSource, Circui
 from airflow_webhook_provider.ledger.schema import (
     SCHEMA_VERSION,
     attempts,
+    code_definitions,
     deliveries,
     dispatchers,
     endpoints,
     metadata,
+    run_ends,
     schema_info,
 )
 
@@ -845,6 +847,83 @@ class Ledger:
                 )
                 .values(next_attempt_at=now)
             )
+
+    # -- what capture needs beyond messages ----------------------------------------------
+
+    def code_definitions_digest(self, dag_id: str) -> str | None:
+        """Return the digest of the code-defined webhooks last recorded for a DAG, or None."""
+        query = select(code_definitions.c.digest).where(code_definitions.c.dag_id == dag_id)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar()
+
+    def record_code_definitions(
+        self, dag_id: str, *, digest: str, definitions: str, recorded_by: str
+    ) -> None:
+        """Record a DAG's code-defined webhooks (a definition file's mapping, as JSON), replacing older ones."""
+        now = time.time()
+        with self._transaction() as connection:
+            row = {
+                "digest": digest,
+                "definitions": definitions,
+                "recorded_at": now,
+                "recorded_by": recorded_by,
+            }
+            updated = connection.execute(
+                update(code_definitions).where(code_definitions.c.dag_id == dag_id).values(row)
+            )
+            if not updated.rowcount:
+                connection.execute(
+                    self._insert_ignoring_duplicates(code_definitions).values(dag_id=dag_id, **row)
+                )
+
+    def code_definitions(self, dag_id: str) -> tuple[str, str] | None:
+        """Return ``(digest, definitions JSON)`` of a DAG's code-defined webhooks, or None when never recorded."""
+        query = select(code_definitions.c.digest, code_definitions.c.definitions).where(
+            code_definitions.c.dag_id == dag_id
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return (row.digest, row.definitions) if row is not None else None
+
+    def record_run_end(
+        self,
+        *,
+        dag_id: str,
+        run_id: str,
+        clear_number: int,
+        state: str,
+        task_states: Mapping[tuple[str, int], str],
+        ended_at: float | None,
+    ) -> None:
+        """Record a run end and its task instances' states at that moment (a second record is ignored)."""
+        states = sorted([task_id, map_index, value] for (task_id, map_index), value in task_states.items())
+        with self._transaction() as connection:
+            connection.execute(
+                self._insert_ignoring_duplicates(run_ends).values(
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    clear_number=clear_number,
+                    state=state,
+                    task_states=json.dumps(states),
+                    ended_at=ended_at,
+                    recorded_at=time.time(),
+                )
+            )
+
+    def run_end_states(
+        self, *, dag_id: str, run_id: str, clear_number: int
+    ) -> dict[tuple[str, int], str] | None:
+        """Return the task states a listener saw when this run ended, or None when none captured it."""
+        query = select(run_ends.c.task_states).where(
+            (run_ends.c.dag_id == dag_id)
+            & (run_ends.c.run_id == run_id)
+            & (run_ends.c.clear_number == clear_number)
+        )
+        with self.engine.connect() as connection:
+            found = connection.execute(query).scalar()
+        if found is None:
+            return None
+        return {(task_id, int(map_index)): value for task_id, map_index, value in json.loads(found)}
 
     # -- dispatchers ---------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
-"""Register the Webhooks tab on Airflow's DAG run page.
+"""The provider's plugin: the listeners that capture every end, and the Webhooks tab of a DAG run.
 
-``FlowWebhooksPlugin`` contributes two things to Airflow's UI plugins:
+``FlowWebhooksPlugin`` registers the listeners of :mod:`airflow_webhook_provider.capture.listeners`
+(the capture path that sees runs ended by hand, in the scheduler and the API server), and
+contributes two things to Airflow's UI plugins:
 
 * a web app mounted in the API server at ``/flow-webhooks`` (``fastapi_apps``), which
   renders the run's deliveries from the ledger and replays one on request (see
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit
 from airflow.sdk.plugins_manager import AirflowPlugin
 
 from airflow_webhook_provider import config
+from airflow_webhook_provider.capture import listeners as capture_listeners
 
 __all__ = ["URL_PREFIX", "FlowWebhooksPlugin", "WebhooksTabApp"]
 
@@ -54,10 +57,11 @@ def _api_root_path() -> str:
 
 
 class FlowWebhooksPlugin(AirflowPlugin):
-    """The Webhooks tab: the deliveries of a DAG run, their attempts, and a Redeliver button."""
+    """The provider's plugin: the Webhooks tab, and the listeners that capture every run end."""
 
     # Airflow reads these class attributes (declared on AirflowPlugin as plain lists).
     name = "flow_webhooks"
+    listeners = [capture_listeners]  # noqa: RUF012
     fastapi_apps = [  # noqa: RUF012
         {"app": WebhooksTabApp(), "url_prefix": URL_PREFIX, "name": "Flow webhooks"}
     ]
