@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -219,8 +220,26 @@ def _egress(allowed_url_regexes: str, forbidden_networks: str) -> EgressPolicy:
 def load() -> Settings:
     """Read the options from Airflow's configuration (environment variables included).
 
+    The settings are read once per process and again whenever the environment's
+    ``AIRFLOW__FLOW_WEBHOOK__*`` (or ``[api] base_url``) variables change: every callback and
+    every send asks for them.
+
     :raises ValueError: naming the option, when one is malformed.
     """
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENVIRONMENT_PREFIXES)))
+    cached = _loaded.get(key)
+    if cached is None:
+        if len(_loaded) > 32:
+            _loaded.clear()
+        cached = _loaded[key] = _read()
+    return cached
+
+
+_ENVIRONMENT_PREFIXES = (f"AIRFLOW__{SECTION.upper()}__", "AIRFLOW__API__BASE_URL", "AIRFLOW_CONFIG")
+_loaded: dict[tuple[tuple[str, str], ...], Settings] = {}
+
+
+def _read() -> Settings:
     return Settings(
         limits=limits(),
         retry=RetrySchedule(

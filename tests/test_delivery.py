@@ -245,17 +245,17 @@ class TestRetries:
         now = [0.0]
 
         class AlwaysDown:
-            def prepare_request(self, request):
-                import requests
+            """Connection pools whose every request fails, after the timeout, as a silent receiver's would."""
 
-                return requests.Session().prepare_request(request)
+            def manager(self, tls, proxy):
+                return self
 
-            def send(self, prepared, **kwargs):
-                import requests
+            def urlopen(self, method, url, **kwargs):
+                from urllib3.exceptions import ProtocolError
 
                 # Each attempt hangs until its timeout (at most 2 s), as a silent receiver would.
-                now[0] += min(2.0, kwargs["timeout"])
-                raise requests.ConnectionError("refused")
+                now[0] += min(2.0, kwargs["timeout"].read_timeout)
+                raise ProtocolError("refused")
 
         sender = WebhookSender(
             AlwaysDown(), sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0]

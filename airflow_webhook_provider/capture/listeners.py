@@ -299,30 +299,43 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 atexit.register(lambda: writer.flush())
 
 
-class _OnCommit:
-    """Hand a fact to the writer when the session commits; drop it if the session rolls back."""
+_PENDING = "flow_webhook_facts"
+_hooked = False
+_hook_lock = threading.Lock()
 
-    def __init__(self, session: Any, fact: Fact) -> None:
+
+def _hook_sessions() -> None:
+    """Hand pending facts to the writer when their session commits, and drop them on rollback.
+
+    One pair of hooks on SQLAlchemy's ``Session`` class serves every session; the facts wait
+    in ``session.info``, so nothing is left behind on a long-lived session (the scheduler's).
+    """
+    global _hooked
+    with _hook_lock:
+        if _hooked:
+            return
         from sqlalchemy import event
+        from sqlalchemy.orm import Session
 
-        self.fact = fact
-        self.done = False
-        event.listen(session, "after_commit", self._committed, once=True)
-        event.listen(session, "after_rollback", self._rolled_back, once=True)
+        event.listen(Session, "after_commit", _committed)
+        event.listen(Session, "after_rollback", _rolled_back)
+        _hooked = True
 
-    def _committed(self, session: Any) -> None:
-        if not self.done:
-            self.done = True
-            writer.put(self.fact)
 
-    def _rolled_back(self, session: Any) -> None:
-        self.done = True
+def _committed(session: Any) -> None:
+    for fact in session.info.pop(_PENDING, ()):
+        writer.put(fact)
+
+
+def _rolled_back(session: Any) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def _when_committed(session: Any, fact: Fact) -> None:
     """Record the fact once the state change it reports is committed (at once if it already is)."""
     if session is not None and session.in_transaction():
-        _OnCommit(session, fact)
+        _hook_sessions()
+        session.info.setdefault(_PENDING, []).append(fact)
     else:
         writer.put(fact)
 
@@ -340,15 +353,13 @@ def _run_end(dag_run: Any, state: str) -> None:
 
     session = object_session(dag_run)
     if session is not None:
-        # On the caller's own session: the states as this transaction sees them, unflushed ones included.
-        instances = dag_run.get_task_instances(session=session)
+        task_states = _task_states(session, dag_run)
     else:
         # A run object no session holds (``dag.test()``): its task states are committed already.
         from airflow.utils.session import create_session
 
         with create_session() as own:
-            instances = dag_run.get_task_instances(session=own)
-    task_states = {(ti.task_id, ti.map_index): state_name(ti.state) for ti in instances if ti.state}
+            task_states = _task_states(own, dag_run)
     fact = RunEnd(
         dag_id=str(dag_run.dag_id),
         run_id=str(dag_run.run_id),
@@ -359,6 +370,32 @@ def _run_end(dag_run: Any, state: str) -> None:
         task_states=task_states,
     )
     _when_committed(session, fact)
+
+
+def _task_states(session: Any, dag_run: Any) -> dict[TaskKey, str]:
+    """Read the run's task states as this transaction sees them: stored, then the session's own changes.
+
+    Three columns, not the task instance objects: the scheduler has just loaded those, and
+    loading them again costs it several times more.
+    """
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    with session.no_autoflush:
+        rows = session.execute(
+            select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
+                (TaskInstance.dag_id == dag_run.dag_id) & (TaskInstance.run_id == dag_run.run_id)
+            )
+        )
+        states: dict[TaskKey, Any] = {(task_id, map_index): state for task_id, map_index, state in rows}
+    for instance in (*session.new, *session.dirty):
+        if (
+            isinstance(instance, TaskInstance)
+            and instance.dag_id == dag_run.dag_id
+            and instance.run_id == dag_run.run_id
+        ):
+            states[(instance.task_id, instance.map_index)] = instance.state
+    return {key: state_name(state) for key, state in states.items() if state}
 
 
 def _output_end(task_instance: Any, state: str) -> None:

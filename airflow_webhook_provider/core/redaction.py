@@ -5,6 +5,7 @@ Pure; imports nothing from Airflow.
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = ["SENSITIVE_QUERY_KEYS", "redact_url", "sensitive_query_values"]
@@ -24,6 +25,7 @@ SENSITIVE_QUERY_KEYS = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def redact_url(url: str) -> str:
     """Return ``url`` without user info, and with the values of sensitive query parameters masked.
 

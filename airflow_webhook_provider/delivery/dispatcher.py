@@ -25,10 +25,11 @@ due and returns.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,12 @@ __all__ = ["DispatchReport", "Dispatcher"]
 log = logging.getLogger(__name__)
 
 #: How long a claim holds before another dispatcher may take the message over; renewed
-#: with every heartbeat while the message is in flight.
+#: with every heartbeat while the message is in flight (or queued for a worker).
 LEASE_SECONDS = 60.0
+#: Messages claimed ahead, as a multiple of the workers: a worker never waits for a claim.
+PREFETCH = 4
+#: How long recording waits after the first finished send, for more to join its batch.
+LINGER_SECONDS = 0.005
 
 
 @dataclass
@@ -132,6 +137,7 @@ class Dispatcher:
         self.report = DispatchReport()
         self._stopping = threading.Event()
         self._waker: _Waker | None = None
+        self._finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
 
     def stop(self) -> None:
         """Stop claiming and finish what is in flight (safe to call from a signal handler)."""
@@ -170,10 +176,15 @@ class Dispatcher:
                 self._collect(in_flight, progress, block=False)
                 out_of_time = time_limit_seconds is not None and now - started >= time_limit_seconds
                 claimed: list[Delivery] = []
-                if not self._stopping.is_set() and not out_of_time and len(in_flight) < concurrency:
-                    claimed = self._claim(concurrency - len(in_flight))
+                # Claim ahead: the pool sends `concurrency` at once and queues the rest, so one
+                # claim, and one batch of outcomes, serves several workers' worth of messages.
+                room = PREFETCH * concurrency - len(in_flight)
+                if not self._stopping.is_set() and not out_of_time and room >= concurrency:
+                    claimed = self._claim(room)
                     for row in claimed:
-                        in_flight[pool.submit(self.pipeline.send_row, row)] = row
+                        future = pool.submit(self.pipeline.send_row, row)
+                        in_flight[future] = row
+                        future.add_done_callback(self._finished.put)
                 if (self._stopping.is_set() or out_of_time or (once and not claimed)) and not in_flight:
                     break
                 if self._stopping.is_set():
@@ -214,17 +225,31 @@ class Dispatcher:
         block: bool,
         timeout: float | None = None,
     ) -> None:
-        """Record the outcomes of finished sends in one batch (waiting for the first, with ``block``)."""
+        """Record the outcomes of finished sends in one batch (waiting for the first, with ``block``).
+
+        After the first, it lingers a few milliseconds for others to finish, so that one
+        ledger transaction records many outcomes.
+        """
         if not in_flight:
             return
+        done: list[Future[Outcome]] = []
         if block:
-            done, _ = wait(
-                list(in_flight),
-                timeout=self.settings.dispatcher_poll_seconds if timeout is None else timeout,
-                return_when=FIRST_COMPLETED,
-            )
-        else:
-            done = {future for future in in_flight if future.done()}
+            try:
+                done.append(
+                    self._finished.get(
+                        timeout=self.settings.dispatcher_poll_seconds if timeout is None else timeout
+                    )
+                )
+            except queue.Empty:
+                return
+            if self._finished.qsize() < min(len(in_flight), self.settings.dispatcher_concurrency) // 2:
+                time.sleep(LINGER_SECONDS)
+        while True:
+            try:
+                done.append(self._finished.get_nowait())
+            except queue.Empty:
+                break
+        done = [future for future in done if future in in_flight and not future.cancelled()]
         if not done:
             return
         outcomes = [future.result() for future in done]

@@ -157,7 +157,7 @@ def build_message(
         mode = render_mode_for(content_type)
         if mode == "json" and template.source != DEFAULT_BODY_TEMPLATE:
             try:
-                check_json_template(template)
+                _check_json_once(template)
             except TemplateError as exc:
                 raise InvalidWebhookDefinition(
                     f"flow webhook {name!r}: field 'body': {exc} (Content-Type {content_type!r} comes from "
@@ -189,6 +189,12 @@ def build_message(
         body=body,
         query=query,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_json_once(template: Template) -> None:
+    # Every message of a webhook has the same template: check it once (a failure is not cached).
+    check_json_template(template)
 
 
 @functools.cache

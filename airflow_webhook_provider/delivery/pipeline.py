@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 #: How much longer than its retry budget an inline sender holds the messages it sends.
 LEASE_MARGIN_SECONDS = 10.0
+
 #: The references of a test message.
 TEST_EVENT = JobEvent(flow_id="test", job_id="test", job_status="test")
 
@@ -559,10 +560,10 @@ class Pipeline:
             endpoint, message, built = self._build(row)
         except Exception as exc:
             log.error("Flow webhook %s (delivery %s) cannot be sent: %s", row.webhook, row.id, exc)
-            return Outcome(row.id, _unsendable(row, exc), retry=True)
+            return Outcome(row.id, _unsendable(row, exc), retry=True, row=row)
         schedule = self.settings.retry if retry_in_place else None
         result = self.sender.send(endpoint, message, schedule=schedule)
-        return Outcome(row.id, result, retry=endpoint.retry_on_failure, built=built)
+        return Outcome(row.id, result, retry=endpoint.retry_on_failure, built=built, row=row)
 
     def record(
         self, outcomes: Sequence[Outcome], *, source: str, sender: str | None = None

@@ -1,9 +1,11 @@
-"""Send messages: the one owner of the HTTP session.
+"""Send messages: the one owner of the HTTP connections.
 
 :class:`WebhookSender` signs every attempt afresh, keeps the delivery id, checks the
 egress policy (also behind a proxy, before the request is handed to it), bounds every
 attempt in time, and returns a :class:`~airflow_webhook_provider.core.outcome.DeliveryResult`
-instead of raising when the receiver fails.
+instead of raising when the receiver fails. It sends with urllib3 over pooled keep-alive
+connections (``delivery.transport``): requests' session machinery costs more CPU per
+request than the whole rest of a delivery, and a dispatcher sends thousands a second.
 
 Usage::
 
@@ -14,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import email.utils
+import functools
 import ipaddress
 import logging
 import os
@@ -23,11 +26,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import requests
+from urllib3 import Timeout
+from urllib3 import exceptions as urllib3_exceptions
 
+from airflow_webhook_provider.core.definitions import METHODS_WITH_BODY
 from airflow_webhook_provider.core.egress import EgressBlocked, EgressPolicy
 from airflow_webhook_provider.core.outcome import Attempt, DeliveryResult
 from airflow_webhook_provider.core.retry import RetrySchedule
@@ -40,9 +46,9 @@ from airflow_webhook_provider.core.signing import (
 )
 from airflow_webhook_provider.delivery.endpoints import Endpoint
 from airflow_webhook_provider.delivery.message import OutgoingMessage
-from airflow_webhook_provider.delivery.transport import GuardedAdapter, attempt_context
+from airflow_webhook_provider.delivery.transport import TLS, Pools, attempt_context
 
-__all__ = ["POOL_SIZE", "WebhookSender", "fan_out", "shared_sender"]
+__all__ = ["POOL_SIZE", "WebhookSender", "fan_out", "normalized_url", "shared_sender"]
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +83,31 @@ def _retry_after_seconds(value: str | None, *, now: float) -> float | None:
 
 
 _QUERY_STRING = re.compile(r"\?[^\s'\")]*")
+#: What a transport error is called in results: stable names, whatever the HTTP library calls it.
+_ERROR_NAMES: tuple[tuple[type[BaseException], str], ...] = (
+    (urllib3_exceptions.SSLError, "SSLError"),
+    (urllib3_exceptions.ProxyError, "ProxyError"),
+    (urllib3_exceptions.NewConnectionError, "ConnectionError"),
+    (urllib3_exceptions.ConnectTimeoutError, "ConnectTimeout"),
+    (urllib3_exceptions.ReadTimeoutError, "ReadTimeout"),
+    (urllib3_exceptions.ProtocolError, "ConnectionError"),
+    (ConnectionError, "ConnectionError"),
+)
 
 
 def _describe_error(exc: BaseException) -> str:
-    """Describe a transport error without the request's path or query, which may carry a token.
-
-    requests wraps urllib3's ``MaxRetryError`` ("... with url: /path?query"); its
-    ``reason`` names only host, port and what went wrong.
-    """
-    wrapped = exc.args[0] if exc.args else None
-    reason = getattr(wrapped, "reason", None)
-    text = str(reason if reason is not None else exc)
+    """Describe a transport error without the request's path or query, which may carry a token."""
+    name = next((label for kind, label in _ERROR_NAMES if isinstance(exc, kind)), type(exc).__name__)
+    text = str(exc)
     text = _QUERY_STRING.sub("?***", text.splitlines()[0] if text else "")
-    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+    return f"{name}: {text[:200]}" if text else name
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # urllib3 makes "connection refused" a kind of connect timeout; it is not one.
+    return isinstance(exc, urllib3_exceptions.TimeoutError) and not isinstance(
+        exc, urllib3_exceptions.NewConnectionError
+    )
 
 
 def check_target_addresses(policy: EgressPolicy, url: str) -> None:
@@ -116,51 +134,47 @@ def check_target_addresses(policy: EgressPolicy, url: str) -> None:
         policy.check_address(ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0]), host=host)
 
 
-class WebhookSender:
-    """Send messages through one pooled ``requests.Session``, signing every attempt.
+@functools.lru_cache(maxsize=1024)
+def normalized_url(url: str) -> str:
+    """Return the URL exactly as it goes on the wire: the host in IDNA, the path percent-encoded.
 
-    :param session: the session to use; a pooled one is made when omitted.
+    GET and DELETE are signed over it, so it is computed once, before signing and sending.
+    """
+    prepared = requests.models.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return prepared.url or url
+
+
+class WebhookSender:
+    """Send messages through pooled keep-alive connections, signing every attempt.
+
+    :param pools: the connection pools; a fresh set when omitted.
     :param sleep: how to wait between attempts (tests may pass a fake).
     :param clock: a monotonic clock.
     """
 
     def __init__(
         self,
-        session: requests.Session | None = None,
+        pools: Pools | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.session = session or _pooled_session()
+        self.pools = pools or Pools(maxsize=POOL_SIZE)
         self._sleep = sleep
         self._clock = clock
-        self._environments: dict[tuple[str, str, object, object, str], dict[str, Any]] = {}
+        self._proxies: dict[tuple[str, str, str], str | None] = {}
 
-    def _environment(self, url: str, endpoint: Endpoint) -> dict[str, Any]:
-        """Return proxies, verify and cert for a receiver, reading the environment once per receiver."""
+    def _proxy(self, url: str, endpoint: Endpoint) -> str | None:
+        """Return the proxy a URL goes through: ``[flow_webhook] proxy``, else the environment's (once per host)."""
         parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc, endpoint.verify, endpoint.cert, endpoint.proxy)
-        settings = self._environments.get(key)
-        if settings is None:
-            verify = endpoint.verify
-            if verify is True:
-                verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-            proxies = (
-                {"http": endpoint.proxy, "https": endpoint.proxy}
-                if endpoint.proxy
-                else requests.utils.get_environ_proxies(url)
-            )
-            settings = {
-                "proxies": {
-                    scheme: proxy for scheme, proxy in proxies.items() if scheme in ("http", "https")
-                },
-                "verify": verify,
-                "cert": endpoint.cert,
-            }
-            if len(self._environments) > 256:
-                self._environments.clear()
-            self._environments[key] = settings
-        return settings
+        key = (parts.scheme, parts.netloc, endpoint.proxy)
+        if key not in self._proxies:
+            if len(self._proxies) > 256:
+                self._proxies.clear()
+            proxy = endpoint.proxy or requests.utils.get_environ_proxies(url).get(parts.scheme)
+            self._proxies[key] = proxy or None
+        return self._proxies[key]
 
     def send(
         self, endpoint: Endpoint, message: OutgoingMessage, *, schedule: RetrySchedule | None = None
@@ -207,17 +221,35 @@ class WebhookSender:
             receiver_failed=retryable and not last.succeeded,
         )
         level = logging.INFO if result.delivered else logging.WARNING
-        log.log(
-            level,
-            "Flow webhook %s (delivery %s) to %s %s",
-            message.webhook_name,
-            message.delivery_id,
-            endpoint.name,
-            result.summary(),
-        )
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "Flow webhook %s (delivery %s) to %s %s",
+                message.webhook_name,
+                message.delivery_id,
+                endpoint.name,
+                result.summary(),
+            )
         if not result.delivered and last.response_excerpt:
             log.warning("Last response began: %s", last.response_excerpt[:_LOG_EXCERPT_CHARS])
         return result
+
+    @staticmethod
+    def _signed_headers(endpoint: Endpoint, message: OutgoingMessage, url: str) -> dict[str, str]:
+        headers = dict(message.headers)
+        headers[DELIVERY_ID_HEADER] = message.delivery_id
+        if endpoint.secret:
+            previous = (endpoint.previous_secret,) if endpoint.previous_secret else ()
+            if endpoint.signature_scheme in ("webhook", "both"):
+                payload = payload_for(message.method, body=message.body, url=url)
+                headers[SIGNATURE_HEADER] = sign(endpoint.secret, payload, previous_secrets=previous)
+            if endpoint.signature_scheme in ("standard", "both"):
+                headers.update(
+                    standard_webhook_headers(
+                        endpoint.secret, message.delivery_id, message.body or b"", previous_secrets=previous
+                    )
+                )
+        return headers
 
     def _attempt(
         self, endpoint: Endpoint, message: OutgoingMessage, number: int, *, timeout: float
@@ -226,87 +258,66 @@ class WebhookSender:
         started_at = time.time()
         began = self._clock()
 
-        def refused(exc: EgressBlocked) -> tuple[Attempt, float | None, bool]:
-            error = f"EgressBlocked: {exc}"
-            return Attempt(number, started_at, self._clock() - began, None, error=error), None, False
+        def failed(error: str, *, retryable: bool, timed_out: bool = False) -> tuple[Attempt, None, bool]:
+            attempt = Attempt(
+                number, started_at, self._clock() - began, None, error=error, timed_out=timed_out
+            )
+            return attempt, None, retryable
 
-        settings = self._environment(message.url, endpoint)
-        proxied = bool(settings["proxies"].get(urlsplit(message.url).scheme))
+        url = normalized_url(message.url)
+        proxy = self._proxy(url, endpoint)
         try:
-            endpoint.egress.check_url(message.url)
-            if proxied:
-                check_target_addresses(endpoint.egress, message.url)
+            endpoint.egress.check_url(url)
+            if proxy:
+                check_target_addresses(endpoint.egress, url)
         except EgressBlocked as exc:
-            return refused(exc)
-        request = requests.Request(
-            message.method, message.url, headers=dict(message.headers), data=message.body
-        )
-        prepared = self.session.prepare_request(request)
-        prepared.headers[DELIVERY_ID_HEADER] = message.delivery_id
-        if endpoint.secret:
-            body = prepared.body if isinstance(prepared.body, bytes) else None
-            previous = (endpoint.previous_secret,) if endpoint.previous_secret else ()
-            if endpoint.signature_scheme in ("webhook", "both"):
-                payload = payload_for(message.method, body=body, url=prepared.url or message.url)
-                prepared.headers[SIGNATURE_HEADER] = sign(endpoint.secret, payload, previous_secrets=previous)
-            if endpoint.signature_scheme in ("standard", "both"):
-                prepared.headers.update(
-                    standard_webhook_headers(
-                        endpoint.secret, message.delivery_id, body or b"", previous_secrets=previous
-                    )
-                )
+            return failed(f"EgressBlocked: {exc}", retryable=False)
+        headers = self._signed_headers(endpoint, message, url)
+        body = message.body if message.method in METHODS_WITH_BODY else None
+        manager = self.pools.manager(TLS(endpoint.verify, endpoint.cert), proxy)
         timeout = max(timeout, 0.001)
         # A silent receiver trips the read timeout first; the deadline stops one that drips.
         deadline = timeout + DEADLINE_GRACE_SECONDS
         # Behind a proxy the connection goes to the proxy, which the administrator chose; the
         # target itself was checked above.
-        with attempt_context(endpoint.egress, deadline, check_addresses=not proxied) as context:
+        with attempt_context(endpoint.egress, deadline, check_addresses=not proxy) as context:
             try:
-                response = self.session.send(
-                    prepared,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    verify=settings["verify"],
-                    proxies=settings["proxies"],
-                    cert=settings["cert"],
-                    stream=True,
+                response = manager.urlopen(
+                    message.method,
+                    url,
+                    body=body,
+                    headers=headers,
+                    timeout=Timeout(connect=timeout, read=timeout),
+                    retries=False,
+                    redirect=False,
+                    preload_content=False,
                 )
             except EgressBlocked as exc:
-                return refused(exc)
-            except requests.RequestException as exc:
-                timed_out = context.deadline_hit or isinstance(exc, requests.Timeout)
-                error = (
-                    f"DeadlineExceeded: no complete answer within {deadline:.1f} s"
-                    if context.deadline_hit
-                    else _describe_error(exc)
-                )
-                attempt = Attempt(
-                    number, started_at, self._clock() - began, None, error=error, timed_out=timed_out
-                )
-                return attempt, None, True
+                return failed(f"EgressBlocked: {exc}", retryable=False)
+            except (urllib3_exceptions.HTTPError, OSError) as exc:
+                if context.deadline_hit:
+                    return failed(
+                        f"DeadlineExceeded: no complete answer within {deadline:.1f} s",
+                        retryable=True,
+                        timed_out=True,
+                    )
+                return failed(_describe_error(exc), retryable=True, timed_out=_is_timeout(exc))
+            reusable = False
             try:
-                raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
+                raw = response.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
+                reusable = response.length_remaining == 0
             except Exception as exc:  # a receiver that answers and then breaks or stalls the stream
                 raw = b""
                 log.debug("Reading the response failed: %s", _describe_error(exc))
             finally:
                 context.finish()  # before the connection returns to the pool
-                response.close()
+                if not reusable:
+                    response.close()  # the rest is not read: the connection cannot carry another request
+                response.release_conn()
         excerpt = raw[:RESPONSE_EXCERPT_CHARS].decode("utf-8", errors="replace")
         retry_after = _retry_after_seconds(response.headers.get("Retry-After"), now=time.time())
-        attempt = Attempt(number, started_at, self._clock() - began, response.status_code, None, excerpt)
+        attempt = Attempt(number, started_at, self._clock() - began, response.status, None, excerpt)
         return attempt, retry_after, True
-
-
-def _pooled_session() -> requests.Session:
-    session = requests.Session()
-    # Environment settings are read once per receiver (see WebhookSender._environment), and
-    # ~/.netrc credentials must never be sent to a webhook receiver.
-    session.trust_env = False
-    adapter = GuardedAdapter(pool_connections=16, pool_maxsize=POOL_SIZE, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 _shared: WebhookSender | None = None
@@ -315,7 +326,7 @@ _shared_lock = threading.Lock()
 
 
 def shared_sender() -> WebhookSender:
-    """Return the process-wide sender, so every webhook reuses one connection pool."""
+    """Return the process-wide sender, so every webhook reuses one set of connection pools."""
     global _shared
     with _shared_lock:
         if _shared is None:

@@ -21,9 +21,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
-from requests.adapters import HTTPAdapter
+import certifi
+from urllib3 import PoolManager, ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -31,7 +33,7 @@ from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from airflow_webhook_provider.core.egress import EgressPolicy
 
-__all__ = ["AttemptContext", "GuardedAdapter", "attempt_context"]
+__all__ = ["TLS", "AttemptContext", "Pools", "attempt_context"]
 
 _local = threading.local()
 _OPEN = EgressPolicy()
@@ -217,20 +219,72 @@ class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
 _GUARDED_POOLS = {"http": _GuardedHTTPConnectionPool, "https": _GuardedHTTPSConnectionPool}
 
 
-class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose connections obey the attempt's egress policy and deadline.
+@dataclass(frozen=True)
+class TLS:
+    """How to check the receiver's certificate, and which certificate to show it.
 
-    Connections to a proxy are guarded too (the deadline holds there as well); requests
-    builds a separate pool manager per proxy, so both kinds are given the guarded pools.
+    :param verify: True (the system's trust store, or ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``,
+        or certifi's), a CA bundle path, or False (no check).
+    :param cert: a client certificate file, or a (certificate, key) pair, for mutual TLS.
     """
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        """Create the pool manager with guarded connection pools."""
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_GUARDED_POOLS)
+    verify: bool | str = True
+    cert: str | tuple[str, str] | None = None
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        """Return the pool manager for a proxy, with guarded connection pools."""
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = dict(_GUARDED_POOLS)
+    def pool_options(self) -> dict[str, Any]:
+        """Return the urllib3 pool manager's TLS keyword arguments."""
+        options: dict[str, Any] = {}
+        if self.verify is False:
+            options.update(cert_reqs="CERT_NONE", assert_hostname=False)
+        else:
+            bundle = self.verify if isinstance(self.verify, str) else None
+            bundle = bundle or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            options.update(cert_reqs="CERT_REQUIRED", ca_certs=bundle or certifi.where())
+        if isinstance(self.cert, tuple):
+            options.update(cert_file=self.cert[0], key_file=self.cert[1])
+        elif self.cert:
+            options.update(cert_file=self.cert)
+        return options
+
+
+class Pools:
+    """urllib3 pool managers whose connections obey the attempt's egress policy and deadline.
+
+    One manager per TLS setting and proxy (a proxy gets a ``ProxyManager``, whose
+    connections to the proxy are guarded too, so the deadline holds there as well).
+
+    :param maxsize: connections kept per receiver host.
+    :param num_pools: receiver hosts kept per manager.
+    """
+
+    def __init__(self, *, maxsize: int, num_pools: int = 16) -> None:
+        self.maxsize = maxsize
+        self.num_pools = num_pools
+        self._managers: dict[tuple[TLS, str | None], PoolManager] = {}
+        self._lock = threading.Lock()
+
+    def manager(self, tls: TLS, proxy: str | None) -> PoolManager:
+        """Return the pool manager for a TLS setting and proxy (made on first use)."""
+        key = (tls, proxy)
+        manager = self._managers.get(key)
+        if manager is None:
+            with self._lock:
+                manager = self._managers.get(key)
+                if manager is None:
+                    options: dict[str, Any] = {
+                        "num_pools": self.num_pools,
+                        "maxsize": self.maxsize,
+                        "retries": False,
+                    }
+                    options.update(tls.pool_options())
+                    manager = ProxyManager(proxy, **options) if proxy else PoolManager(**options)
+                    manager.pool_classes_by_scheme = dict(_GUARDED_POOLS)
+                    self._managers[key] = manager
         return manager
+
+    def clear(self) -> None:
+        """Close every pooled connection."""
+        with self._lock:
+            for manager in self._managers.values():
+                manager.clear()
+            self._managers.clear()

@@ -18,12 +18,11 @@ from airflow_webhook_provider.delivery.pipeline import Pipeline, message_for
 from airflow_webhook_provider.delivery.sender import shared_sender
 
 if TYPE_CHECKING:
-    import requests
-
     from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
     from airflow_webhook_provider.core.outcome import DeliveryResult
     from airflow_webhook_provider.core.retry import RetrySchedule
     from airflow_webhook_provider.delivery.endpoints import Endpoint
+    from airflow_webhook_provider.delivery.transport import Pools
 
 __all__ = ["FlowWebhookHook"]
 
@@ -79,9 +78,9 @@ class FlowWebhookHook(BaseHook):
         """
         return endpoint_from_connection(self.get_connection(self.flow_webhook_conn_id), config.load())
 
-    def get_conn(self) -> requests.Session:
-        """Return the pooled HTTP session shared by every webhook in this process."""
-        return shared_sender().session
+    def get_conn(self) -> Pools:
+        """Return the pooled HTTP connections shared by every webhook in this process."""
+        return shared_sender().pools
 
     def deliver(
         self, webhook: FlowWebhook, event: JobEvent, *, delivery_id: str | None = None
