@@ -1,21 +1,26 @@
-"""What every benchmark part shares: a private Airflow home, the lean receiver, statistics.
+"""What every benchmark part shares: a private Airflow home, the lean receiver, statistics, processes.
 
 Each part runs in its own process, started by ``run.py`` with ``BENCH_HOME`` set to a
 fresh directory; :func:`init_airflow_home` must run before Airflow is imported, because
-Airflow reads ``AIRFLOW_HOME`` once, on import.
+Airflow reads ``AIRFLOW_HOME`` once, on import. A long-running process a part starts
+(a dispatcher) gets a process group of its own (:func:`start_process_group`), stopped
+with :func:`stop_process_group`, and is told to stop if the part itself dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,11 +65,17 @@ def init_airflow_home() -> Path:
     return home
 
 
+def define_webhook_connection(conn_id: str, url: str, **extra: object) -> None:
+    """Define a signed flow_webhook connection (``AIRFLOW_CONN_<ID>``), with optional extras (``timeout=2``)."""
+    connection: dict[str, object] = {"conn_type": "flow_webhook", "host": url, "password": SECRET}
+    if extra:
+        connection["extra"] = extra
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(connection)
+
+
 def define_connections(url: str, port: int) -> None:
     """Define the receiver as a flow_webhook connection and as an HTTP provider connection."""
-    os.environ[f"AIRFLOW_CONN_{WEBHOOK_CONN_ID.upper()}"] = json.dumps(
-        {"conn_type": "flow_webhook", "host": url, "password": SECRET}
-    )
+    define_webhook_connection(WEBHOOK_CONN_ID, url)
     os.environ[f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}"] = json.dumps(
         {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http"}
     )
@@ -80,15 +91,26 @@ class Receiver:
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def stats(self) -> dict[str, int]:
+    def _get(self, path: str) -> Any:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(self.url("/__stats"), timeout=10) as response:
-            return dict(json.loads(response.read()))
+        with opener.open(self.url(path), timeout=10) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._get("/__stats"))
+
+    def arrivals(self) -> dict[str, float]:
+        """When each delivery id first arrived (UNIX seconds); needs ``record_arrivals``."""
+        return dict(self._get("/__arrivals"))
 
 
 @contextmanager
 def lean_receiver(
-    *, delay: float = 0.0, secret: str | None = SECRET, max_seconds: float = 400
+    *,
+    delay: float = 0.0,
+    secret: str | None = SECRET,
+    max_seconds: float = 400,
+    record_arrivals: bool = False,
 ) -> Iterator[Receiver]:
     """Run ``lean_receiver.py`` on 127.0.0.1 for the duration of the block, then stop it."""
     command = [
@@ -101,6 +123,8 @@ def lean_receiver(
     ]
     if secret is not None:
         command += ["--secret", secret]
+    if record_arrivals:
+        command.append("--record-arrivals")
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -116,6 +140,56 @@ def lean_receiver(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Linux: SIGTERM this child when the part that started it dies (killed by run.py's time bound).
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start_process_group(
+    command: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """Start a long-running process in a process group of its own, its output in ``log``.
+
+    It is sent SIGTERM if this process dies first; stop it with :func:`stop_process_group`.
+    """
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            list(command),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def stop_process_group(process: subprocess.Popen[bytes], *, grace_seconds: float = 30) -> int:
+    """SIGTERM a process group started by :func:`start_process_group`; SIGKILL it after the grace."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            return process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return process.wait()
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever it left behind in its group
+    return process.wait(timeout=10)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 def summary(values: Sequence[float]) -> dict[str, Any]:

@@ -4,14 +4,19 @@ Every step is timed over many iterations, the steps interleaved and rotated, fiv
 times; the figure is the median time per message (or per attempt, or per fan-out of
 50, as named) with its spread. The unit of comparison is one keep-alive round trip of
 a bare ``requests.Session`` to a receiver on 127.0.0.1 (its own process, no delay).
+
+The ledger steps are those of ``Pipeline.submit``: a callback with a dispatcher alive
+pays ``Ledger.record`` (and the heartbeat read); without one it also claims the messages
+(``Ledger.claim_ids``) and records their outcomes (``Ledger.record_outcomes``, which
+also stores each built request).
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from _common import (
     FAN_OUT,
@@ -29,21 +34,21 @@ from _common import (
 init_airflow_home()
 
 import requests  # noqa: E402
+from workload import new_messages, submit_inline  # noqa: E402
 
-from airflow_webhook_provider.callbacks import dispatch  # noqa: E402
-from airflow_webhook_provider.delivery import (  # noqa: E402
-    Attempt,
-    DeliveryResult,
-    RetryPolicy,
-    build_message,
-    fan_out,
-    shared_sender,
-)
-from airflow_webhook_provider.hooks.flow_webhook import FlowWebhookHook, retry_policy_from_config  # noqa: E402
-from airflow_webhook_provider.ledger import NewDelivery, open_ledger, schedule_from_config  # noqa: E402
-from airflow_webhook_provider.models import FlowWebhook, JobEvent  # noqa: E402
-from airflow_webhook_provider.signing import sign  # noqa: E402
-from airflow_webhook_provider.transport import attempt_context  # noqa: E402
+from airflow_webhook_provider import config  # noqa: E402
+from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent  # noqa: E402
+from airflow_webhook_provider.core.identity import random_delivery_id  # noqa: E402
+from airflow_webhook_provider.core.outcome import Attempt, DeliveryResult  # noqa: E402
+from airflow_webhook_provider.core.retry import RetrySchedule  # noqa: E402
+from airflow_webhook_provider.core.signing import sign  # noqa: E402
+from airflow_webhook_provider.core.states import CaptureSource  # noqa: E402
+from airflow_webhook_provider.delivery.endpoints import resolve_endpoint  # noqa: E402
+from airflow_webhook_provider.delivery.message import build_message  # noqa: E402
+from airflow_webhook_provider.delivery.pipeline import Pipeline, message_for  # noqa: E402
+from airflow_webhook_provider.delivery.sender import fan_out, shared_sender  # noqa: E402
+from airflow_webhook_provider.delivery.transport import attempt_context  # noqa: E402
+from airflow_webhook_provider.ledger import Built, NewDelivery, Outcome, open_ledger  # noqa: E402
 
 REPS = 5
 #: What each step costs per: "message", "attempt" or "fan-out" (one event of 50 messages).
@@ -87,56 +92,66 @@ def main() -> None:
     with lean_receiver(delay=0.0) as receiver:
         define_connections(receiver.url(), receiver.port)
         url = receiver.url()
-        endpoint = FlowWebhookHook(WEBHOOK_CONN_ID).endpoint
-        message = build_message(endpoint, webhook, event)
+        settings = config.load()
+        endpoint = resolve_endpoint(WEBHOOK_CONN_ID, settings)
+        (template,) = new_messages([(webhook, event)])
+        message = build_message(endpoint, webhook, template.refs, delivery_id=template.id)
         assert message.body is not None
         body = message.body
+        built = Built(
+            url=message.url,
+            query=message.query,
+            method=message.method,
+            headers=message.own_headers,
+            body=body,
+        )
         ledger = open_ledger()
+        pipeline = Pipeline(settings, ledger)
         sender = shared_sender()
-        policy = RetryPolicy()
+        schedule = RetrySchedule()
         session = requests.Session()
         headers = dict(message.headers)
 
-        def new_deliveries(count: int) -> list[NewDelivery]:
-            return [
-                NewDelivery(
-                    id=str(uuid.uuid4()),
-                    dag_id=event.flow_id,
-                    run_id=event.job_id,
-                    output_name="",
-                    webhook=webhook.name,
-                    event="failure",
-                    job_status=event.job_status,
-                    conn_id=WEBHOOK_CONN_ID,
-                    target_url=None,
-                    url=message.url,
-                    query="",
-                    method="POST",
-                    headers=dict(webhook.headers),
-                    body=body,
-                )
-                for _ in range(count)
-            ]
+        def fresh(count: int) -> list[NewDelivery]:
+            return [replace(template, id=random_delivery_id()) for _ in range(count)]
 
         def write_ledger(count: int) -> None:
-            rows = new_deliveries(count)
-            ledger.record_pending(rows, owner="bench", lease_seconds=40)
+            # What an inline submit writes: record pending, claim, record the outcomes (and the built request).
+            rows = fresh(count)
+            ledger.record(rows)
+            claimed = ledger.claim_ids([row.id for row in rows], "bench", lease_seconds=40)
+            assert len(claimed) == count
             attempt = Attempt(1, time.time(), 0.001, 200, None, "ok")
             ledger.record_outcomes(
                 [
-                    (row.id, DeliveryResult(row.id, webhook.name, True, (attempt,), 0.001), True)
-                    for row in rows
+                    Outcome(
+                        row.id,
+                        DeliveryResult(row.id, webhook.name, True, (attempt,), 0.001),
+                        retry=True,
+                        built=built,
+                    )
+                    for row in claimed
                 ],
                 source="inline",
+                schedule=schedule,
+                sender="bench",
             )
 
         @per("message", 2000)
+        def capture_message() -> None:
+            message_for(webhook, event, clear_number=0, capture=CaptureSource.CALLBACK)
+
+        @per("message", 2000)
         def render() -> None:
-            build_message(endpoint, webhook, event)
+            build_message(endpoint, webhook, template.refs, delivery_id=template.id)
 
         @per("message", 5000)
         def sign_body() -> None:
             sign(SECRET, body)
+
+        @per("message", 40, FAN_OUT)
+        def ledger_record_fanout() -> None:
+            ledger.record(fresh(FAN_OUT))
 
         @per("message", 20, FAN_OUT)
         def ledger_write_fanout() -> None:
@@ -152,21 +167,23 @@ def main() -> None:
 
         @per("message", 300)
         def our_send() -> None:
-            assert sender.send(endpoint, message, policy).delivered
+            assert sender.send(endpoint, message, schedule=schedule).delivered
 
         @per("message", 30)
-        def dispatch_single() -> None:
-            assert dispatch([(webhook, event)])[0].delivered
+        def submit_single() -> None:
+            assert submit_inline([(webhook, event)])[0].delivered
 
         @per("fan-out", 200)
         def connection_lookup() -> None:
-            assert FlowWebhookHook(WEBHOOK_CONN_ID).endpoint.url == url
+            assert resolve_endpoint(WEBHOOK_CONN_ID, settings).url == url
 
         @per("fan-out", 200)
         def config_reads() -> None:
-            retry_policy_from_config()
-            schedule_from_config()
-            open_ledger()
+            Pipeline.from_config()
+
+        @per("fan-out", 200)
+        def heartbeat_read() -> None:
+            assert pipeline.mode().name == "inline"
 
         @per("fan-out", 50)
         def pool_handoff() -> None:
@@ -192,15 +209,18 @@ def main() -> None:
             session.merge_environment_settings(url, {}, True, endpoint.verify, endpoint.cert)
 
         steps = [
+            capture_message,
             render,
             sign_body,
+            ledger_record_fanout,
             ledger_write_fanout,
             ledger_write_single,
             http_round_trip,
             our_send,
-            dispatch_single,
+            submit_single,
             connection_lookup,
             config_reads,
+            heartbeat_read,
             pool_handoff,
             new_thread_pool,
             deadline_timer,

@@ -2,8 +2,10 @@
 
 Side by side, interleaved, in one process:
 
-- ours: ``callbacks.dispatch`` (ledger rows pending, then outcomes; concurrent sends
-  through the shared pooled session), as a DAG-level callback runs it;
+- ours: ``Pipeline.from_config().submit(messages)`` with no dispatcher alive, as a
+  DAG-level callback runs it (``capture.callbacks.submit``): the 50 messages recorded
+  ``pending``, the dispatcher heartbeat read, the messages claimed, built and sent at
+  once through the shared pooled session, their outcomes recorded in one batch;
 - ``HttpNotifier`` (apache-airflow-providers-http), one per webhook, called one after
   another as Airflow calls a list of callbacks;
 - ``HttpHook.run`` in a loop;
@@ -40,9 +42,7 @@ import requests  # noqa: E402
 from airflow.providers.http.hooks.http import HttpHook  # noqa: E402
 from airflow.providers.http.notifications.http import HttpNotifier  # noqa: E402
 from airflow.sdk import DAG  # noqa: E402
-from workload import EVENT, same_requests, webhooks  # noqa: E402
-
-from airflow_webhook_provider.callbacks import dispatch  # noqa: E402
+from workload import EVENT, same_requests, submit_inline, webhooks  # noqa: E402
 
 RECEIVER_DELAY = 0.1
 REPS_FAST = 7
@@ -61,7 +61,7 @@ def main() -> None:
 
         def ours() -> float:
             start = time.perf_counter()
-            results = dispatch(planned)
+            results = submit_inline(planned)
             elapsed = time.perf_counter() - start
             assert len(results) == FAN_OUT and all(r.delivered for r in results), [
                 r.summary() for r in results
@@ -116,7 +116,7 @@ def main() -> None:
             return time.perf_counter() - start
 
         # Warm every path once (imports, connection lookups, the ledger's schema), untimed.
-        dispatch(planned)
+        submit_inline(planned)
         one_request()
         before = receiver.stats()
         variants = {

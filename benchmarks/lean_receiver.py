@@ -3,6 +3,8 @@
 It answers every request with ``200 ok`` after ``--delay`` seconds, verifies
 ``X-Webhook-Signature`` when given ``--secret``, keeps nothing but counters (so 10,000
 deliveries cost it no memory), and answers ``GET /__stats`` with those counters as JSON.
+With ``--record-arrivals`` it also notes when each ``X-Webhook-Id`` first arrived (UNIX
+seconds, taken as the whole request has been read) and answers ``GET /__arrivals`` with them.
 Running in its own process keeps its CPU off the sender's interpreter; a benchmark then
 measures the sender, not the receiver.
 
@@ -16,25 +18,27 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from airflow_webhook_provider.exceptions import InvalidSignature
-from airflow_webhook_provider.signing import verify_signature
+from airflow_webhook_provider.core.exceptions import InvalidSignature
+from airflow_webhook_provider.core.signing import verify_signature
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
 class _Stats:
-    def __init__(self) -> None:
+    def __init__(self, record_arrivals: bool) -> None:
         self.requests = 0
         self.signed_valid = 0
         self.signed_invalid = 0
         self.connections = 0
+        self.arrivals: dict[str, float] | None = {} if record_arrivals else None
 
     def as_json(self) -> bytes:
-        return json.dumps(vars(self)).encode()
+        return json.dumps({key: value for key, value in vars(self).items() if key != "arrivals"}).encode()
 
 
 def _header(head: bytes, name: bytes) -> bytes | None:
@@ -74,14 +78,21 @@ class _Connection(asyncio.Protocol):
 
     def _answer(self, head: bytes, body: bytes) -> None:
         assert self.transport is not None
-        if head.startswith(b"GET /__stats "):
-            payload = self.stats.as_json()
+        if head.startswith((b"GET /__stats ", b"GET /__arrivals ")):
+            if head.startswith(b"GET /__stats "):
+                payload = self.stats.as_json()
+            else:
+                payload = json.dumps(self.stats.arrivals or {}).encode()
             self.transport.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                 % (len(payload), payload)
             )
             return
         self.stats.requests += 1
+        if self.stats.arrivals is not None:
+            delivery_id = _header(head, b"x-webhook-id")
+            if delivery_id is not None:
+                self.stats.arrivals.setdefault(delivery_id.decode(), time.time())
         if self.secret is not None:
             header = _header(head, b"x-webhook-signature")
             try:
@@ -99,9 +110,9 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
 
-async def _serve(delay: float, secret: str | None, max_seconds: float) -> None:
+async def _serve(delay: float, secret: str | None, max_seconds: float, record_arrivals: bool) -> None:
     loop = asyncio.get_running_loop()
-    stats = _Stats()
+    stats = _Stats(record_arrivals)
     server = await loop.create_server(
         lambda: _Connection(stats, delay, secret), host="127.0.0.1", port=0, backlog=512
     )
@@ -128,8 +139,13 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--secret", default=None, help="verify X-Webhook-Signature with this secret")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="stop after this long at the latest")
+    parser.add_argument(
+        "--record-arrivals",
+        action="store_true",
+        help="note each X-Webhook-Id's arrival time (GET /__arrivals)",
+    )
     args = parser.parse_args()
-    asyncio.run(_serve(args.delay, args.secret, args.max_seconds))
+    asyncio.run(_serve(args.delay, args.secret, args.max_seconds, args.record_arrivals))
 
 
 if __name__ == "__main__":

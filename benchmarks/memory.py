@@ -4,8 +4,9 @@ Every measurement is a fresh interpreter, so each peak is its own:
 
 - peak of a fan-out (receiver answering after 100 ms), alternating two programs that
   both start with ``import airflow.sdk, requests``: the baseline sends the 50 requests
-  from 50 threads through one ``requests.Session``; ours runs ``callbacks.dispatch`` of
-  50 webhooks (its imports and the ledger included). Each reports its whole peak RSS,
+  from 50 threads through one ``requests.Session``; ours hands 50 messages to
+  ``Pipeline.submit`` with no dispatcher alive, so they are recorded and sent inline
+  (its imports and the ledger included). Each reports its whole peak RSS,
   and how far the fan-out itself raised RSS above where the imports left it (Linux
   ``clear_refs`` restarts the peak);
 - growth: ours sends 10,000 deliveries in 200 fan-outs of 50 and samples RSS every 10;
@@ -53,9 +54,8 @@ settled = status_mib("VmRSS")
 with open("/proc/self/clear_refs", "w") as file:
     file.write("5")  # Linux: the peak (VmHWM) starts again from the RSS of now
 if MODE == "ours":
-    from workload import EVENT, webhooks
-    from airflow_webhook_provider.callbacks import dispatch
-    results = dispatch([(webhook, EVENT) for webhook in webhooks()])
+    from workload import EVENT, submit_inline, webhooks
+    results = submit_inline([(webhook, EVENT) for webhook in webhooks()])
     assert all(result.delivered for result in results)
 else:
     from concurrent.futures import ThreadPoolExecutor
@@ -85,13 +85,12 @@ objects = []
 deadline = time.monotonic() + 100
 sent = 0
 if MODE == "ours":
-    from workload import webhooks
-    from airflow_webhook_provider.callbacks import dispatch
-    from airflow_webhook_provider.models import JobEvent
+    from workload import submit_inline, webhooks
+    from airflow_webhook_provider.core.definitions import JobEvent
     definitions = webhooks()
     while sent < TOTAL:
         event = JobEvent(flow_id="bench_memory", job_id=f"run-{sent}", job_status="failed")
-        results = dispatch([(webhook, event) for webhook in definitions])
+        results = submit_inline([(webhook, event) for webhook in definitions])
         assert all(result.delivered for result in results)
         sent += len(results)
         if sent % EVERY == 0:

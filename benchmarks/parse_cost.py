@@ -84,8 +84,10 @@ if WITH_WEBHOOKS:
     webhooks.attach(dag)
     attached = time.perf_counter()
     new = sorted(set(sys.modules) - before)
-    notable = ("requests", "urllib3", "airflow_webhook_provider.delivery", "airflow_webhook_provider.transport",
-               "airflow_webhook_provider.ledger", "airflow_webhook_provider.ledger.store")
+    notable = ("requests", "urllib3", "airflow_webhook_provider.delivery", "airflow_webhook_provider.delivery.pipeline",
+               "airflow_webhook_provider.delivery.sender", "airflow_webhook_provider.delivery.transport",
+               "airflow_webhook_provider.delivery.dispatcher", "airflow_webhook_provider.ledger",
+               "airflow_webhook_provider.ledger.store")
     result.update(
         import_seconds=imported - mark,
         attach_seconds=attached - imported,
