@@ -31,6 +31,8 @@ __all__ = [
     "Settings",
     "base_url",
     "default_deferrable",
+    "executors",
+    "legacy_metric_names",
     "limits",
     "load",
     "provider_config",
@@ -132,6 +134,31 @@ OPTIONS: dict[str, Option] = {
         "the dispatcher probes it on the redelivery schedule until one attempt succeeds. An attempt that "
         "times out opens the circuit at once.",
     ),
+    "disable_after_seconds": Option(
+        "float",
+        "432000",
+        "An endpoint that has failed without a single success for longer than this (default 5 days) is "
+        "disabled: its new messages are held, unsent and kept, until `airflow flow-webhooks endpoints enable`. "
+        "An answer of 410 Gone disables it at once. 0 never disables on time.",
+    ),
+    "alert_conn_id": Option(
+        "string",
+        "",
+        "A flow_webhook connection that receives operator alerts (signed JSON): endpoint.disabled, "
+        "endpoint.recovered and delivery.dead. Empty: no alerts.",
+        example="ops_alerts",
+    ),
+    "alert_interval_seconds": Option(
+        "float",
+        "900",
+        "At most one alert of a kind per endpoint in this many seconds; the next one counts those held back.",
+    ),
+    "retention_days": Option(
+        "float",
+        "30",
+        "Delivered messages (and their attempts) older than this are purged by the dispatcher and the "
+        "maintenance DAG; held and dead ones stay until recovered or purged by hand. 0 keeps everything.",
+    ),
     "dispatcher_concurrency": Option(
         "integer", "16", "Requests one dispatcher sends at once, over all endpoints."
     ),
@@ -195,6 +222,10 @@ class Settings:
     dispatcher_heartbeat_seconds: float = 5.0
     dispatcher_stale_seconds: float = 30.0
     dispatcher_shutdown_grace_seconds: float = 35.0
+    disable_after_seconds: float = 432000.0
+    alert_conn_id: str = ""
+    alert_interval_seconds: float = 900.0
+    retention_days: float = 30.0
     base_url: str = ""
 
 
@@ -259,6 +290,10 @@ def _read() -> Settings:
         dispatcher_heartbeat_seconds=max(0.1, _value("dispatcher_heartbeat_seconds")),
         dispatcher_stale_seconds=max(1.0, _value("dispatcher_stale_seconds")),
         dispatcher_shutdown_grace_seconds=max(0.0, _value("dispatcher_shutdown_grace_seconds")),
+        disable_after_seconds=max(0.0, _value("disable_after_seconds")),
+        alert_conn_id=_value("alert_conn_id").strip(),
+        alert_interval_seconds=max(0.0, _value("alert_interval_seconds")),
+        retention_days=max(0.0, _value("retention_days")),
         base_url=base_url(),
     )
 
@@ -268,6 +303,22 @@ def base_url() -> str:
     from airflow.sdk.configuration import conf
 
     return (conf.get("api", "base_url", fallback="") or "").strip()
+
+
+def executors() -> list[str]:
+    """Return the executors ``[core] executor`` names (a comma-separated list since Airflow 2.10)."""
+    from airflow.sdk.configuration import conf
+
+    return [
+        name.strip() for name in (conf.get("core", "executor", fallback="") or "").split(",") if name.strip()
+    ]
+
+
+def legacy_metric_names() -> bool:
+    """Return ``[metrics] legacy_names_on``: whether metrics are also sent under their legacy names."""
+    from airflow.sdk.configuration import conf
+
+    return bool(conf.getboolean("metrics", "legacy_names_on", fallback=True))
 
 
 def default_deferrable() -> bool:

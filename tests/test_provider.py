@@ -62,8 +62,11 @@ def test_connection_form_fields(providers_manager):
         "previous_secret",
         "previous_secret_expires",
         "retry_on_failure",
+        "max_concurrency",
+        "rate_limit_per_minute",
         "timeout",
     }
+    assert widgets["max_concurrency"]["value"] == 10
     assert widgets["method"]["schema"]["title"] == "Method"
     assert widgets["method"]["value"] == "POST"
     assert widgets["method"]["schema"]["enum"] == ["POST", "PUT", "PATCH", "GET", "DELETE"]

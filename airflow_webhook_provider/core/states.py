@@ -44,13 +44,15 @@ class CaptureSource(StrEnum):
     ``callback``: an Airflow task- or DAG-level callback (or the notifier); ``listener``:
     an Airflow listener in the scheduler or API server saw the run or task end;
     ``reconciled``: found at run end for an output that ended without its own event
-    (``upstream_failed``, set by hand); ``test``: a Test button or ``test`` command.
+    (``upstream_failed``, set by hand); ``test``: a Test button or ``test`` command;
+    ``alert``: an operator alert the provider raised itself.
     """
 
     CALLBACK = "callback"
     LISTENER = "listener"
     RECONCILED = "reconciled"
     TEST = "test"
+    ALERT = "alert"
 
 
 class CircuitState(StrEnum):
@@ -61,8 +63,9 @@ class CircuitState(StrEnum):
 
 
 class Event(StrEnum):
-    """What a message reports: the end it was sent for, or a test."""
+    """What a message reports: the end it was sent for, a test, or an operator alert."""
 
     SUCCESS = "success"
     FAILURE = "failure"
     TEST = "test"
+    ALERT = "alert"

@@ -31,14 +31,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_webhook_provider.core.states import DeliveryState
+from airflow_webhook_provider.delivery.endpoints import Endpoint
+from airflow_webhook_provider.delivery.metrics import emit_backlog
+from airflow_webhook_provider.delivery.metrics import initialize as initialize_metrics
 from airflow_webhook_provider.delivery.pipeline import Pipeline, owner_name
-from airflow_webhook_provider.ledger import Delivery, Outcome
+from airflow_webhook_provider.ledger import Delivery, Ledger, Outcome
 from airflow_webhook_provider.ledger.store import NOTIFY_CHANNEL
 
-__all__ = ["DispatchReport", "Dispatcher"]
+__all__ = ["DispatchReport", "Dispatcher", "purge_expired"]
+
+if TYPE_CHECKING:
+    from airflow_webhook_provider.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,23 @@ LEASE_SECONDS = 60.0
 PREFETCH = 4
 #: How long recording waits after the first finished send, for more to join its batch.
 LINGER_SECONDS = 0.005
+#: How often a dispatcher purges delivered messages past ``[flow_webhook] retention_days``.
+PURGE_INTERVAL_SECONDS = 3600.0
+
+
+def purge_expired(ledger: Ledger, settings: Settings) -> int:
+    """Purge delivered messages older than ``[flow_webhook] retention_days`` (none when it is 0).
+
+    :return: how many were purged.
+    """
+    if not settings.retention_days:
+        return 0
+    purged = ledger.purge(older_than=time.time() - settings.retention_days * 86400)
+    if purged:
+        log.info(
+            "Purged %d delivered flow webhook message(s) older than %g days", purged, settings.retention_days
+        )
+    return purged
 
 
 @dataclass
@@ -138,6 +161,18 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._waker: _Waker | None = None
         self._finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
+        self._last_purge = 0.0
+        # Every claimer of the ledger holds each endpoint's limits as its connection says.
+        pipeline.endpoints.on_read = self._note_limits
+
+    def _note_limits(self, endpoint: Endpoint) -> None:
+        self._safely(
+            lambda: self.ledger.note_limits(
+                endpoint.key,
+                max_concurrency=endpoint.max_concurrency,
+                rate_per_minute=endpoint.rate_limit_per_minute,
+            )
+        )
 
     def stop(self) -> None:
         """Stop claiming and finish what is in flight (safe to call from a signal handler)."""
@@ -166,6 +201,7 @@ class Dispatcher:
         self._waker = _Waker(self.pipeline) if not once else None
         last_beat = 0.0
         if not once:
+            initialize_metrics()
             log.info("Dispatcher %s started (%d workers)", self.name, concurrency)
         try:
             while True:
@@ -198,6 +234,8 @@ class Dispatcher:
                     self._waker.wait(self.settings.dispatcher_poll_seconds)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            if once:
+                self._safely(lambda: purge_expired(self.ledger, self.settings))
             if self._waker is not None:
                 self._waker.close()
             if not once:
@@ -255,7 +293,7 @@ class Dispatcher:
         outcomes = [future.result() for future in done]
         for future in done:
             del in_flight[future]
-        states = self.pipeline.record(outcomes, source="dispatcher", sender=self.name)
+        states = self.pipeline.record(outcomes, source="dispatcher", sender=self.name).states
         for state in states.values():
             if state == DeliveryState.DELIVERED:
                 self.report.delivered += 1
@@ -286,11 +324,17 @@ class Dispatcher:
             )
 
     def _beat(self, sending: list[str]) -> None:
+        """Record the heartbeat, renew leases, set the backlog gauges, and purge past the retention."""
+
         def beat() -> None:
             self.ledger.heartbeat(self.name, sent=self.report.claimed, delivered=self.report.delivered)
             self.ledger.renew(sending, self.name, lease_seconds=LEASE_SECONDS)
+            emit_backlog(self.ledger.backlog())
 
         self._safely(beat)
+        if time.monotonic() - self._last_purge >= PURGE_INTERVAL_SECONDS:
+            self._last_purge = time.monotonic()
+            self._safely(lambda: purge_expired(self.ledger, self.settings))
 
     @staticmethod
     def _safely(action: Callable[..., Any], *args: Any) -> None:

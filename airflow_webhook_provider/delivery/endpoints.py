@@ -129,6 +129,18 @@ class ConnectionExtras(BaseModel):
         "Retry when the receiver answers outside 200-299, refuses the connection or times out.",
         default=True,
     )
+    max_concurrency: int = _extra(
+        "Most requests at once",
+        {"type": ["integer", "null"], "default": 10, "minimum": 1, "maximum": 1000},
+        "The most requests every sender of the ledger together has in flight to this receiver.",
+        default=10,
+    )
+    rate_limit_per_minute: int | None = _extra(
+        "Rate limit per minute",
+        {"type": ["integer", "null"], "minimum": 1},
+        "Optional: the most requests per minute to this receiver, over every sender of the ledger.",
+        default=None,
+    )
     timeout: float = _extra(
         "Timeout seconds",
         {"type": ["number", "null"], "default": 30},
@@ -184,6 +196,34 @@ class ConnectionExtras(BaseModel):
         if not 0 < seconds <= 600:
             raise ValueError("must be a number of seconds between 0 and 600")
         return seconds
+
+    @field_validator("max_concurrency", mode="before")
+    @classmethod
+    def _check_concurrency(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return 10
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            count = 0
+        if not 1 <= count <= 1000 or float(value) != count:
+            raise ValueError("must be a whole number of requests from 1 to 1000")
+        return count
+
+    @field_validator("rate_limit_per_minute", mode="before")
+    @classmethod
+    def _check_rate(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        try:
+            rate = int(value)
+        except (TypeError, ValueError):
+            rate = 0
+        if rate < 1 or float(value) != rate:
+            raise ValueError(
+                "must be a whole number of requests per minute, at least 1; leave it empty for no limit"
+            )
+        return rate
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -307,6 +347,8 @@ class Endpoint:
     :param previous_secret: a key being rotated out; requests carry a signature for it too.
     :param signature_scheme: ``webhook`` (``X-Webhook-Signature``), ``standard`` (Standard
         Webhooks headers; the secret is ``whsec_`` + base64) or ``both``.
+    :param max_concurrency: the most requests every sender of the ledger together has in flight.
+    :param rate_limit_per_minute: the most requests per minute over every sender, or None.
     """
 
     url: str
@@ -325,6 +367,8 @@ class Endpoint:
     client_key: str | None = None
     previous_secret: str | None = field(default=None, repr=False)
     signature_scheme: SignatureScheme = "webhook"
+    max_concurrency: int = 10
+    rate_limit_per_minute: int | None = None
 
     @property
     def cert(self) -> str | tuple[str, str] | None:
@@ -404,6 +448,8 @@ def endpoint_from_connection(conn: Any, settings: Settings) -> Endpoint:
         client_key=extras.client_key,
         previous_secret=previous_secret,
         signature_scheme=extras.signature_scheme,
+        max_concurrency=extras.max_concurrency,
+        rate_limit_per_minute=extras.rate_limit_per_minute,
     )
 
 

@@ -28,8 +28,9 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,8 +40,10 @@ from airflow_webhook_provider.core.identity import delivery_id as end_id
 from airflow_webhook_provider.core.identity import endpoint_key, output_key, random_delivery_id
 from airflow_webhook_provider.core.outcome import Attempt, DeliveryResult
 from airflow_webhook_provider.core.states import CaptureSource, DeliveryState, Event
+from airflow_webhook_provider.delivery.alerts import alerts_for
 from airflow_webhook_provider.delivery.endpoints import Endpoint, resolve_endpoint, url_endpoint
 from airflow_webhook_provider.delivery.message import OutgoingMessage, assemble, build_message
+from airflow_webhook_provider.delivery.metrics import emit_outcomes
 from airflow_webhook_provider.delivery.sender import WebhookSender, fan_out, shared_sender
 from airflow_webhook_provider.ledger import (
     Built,
@@ -49,6 +52,7 @@ from airflow_webhook_provider.ledger import (
     LedgerError,
     NewDelivery,
     Outcome,
+    OutcomeReport,
     open_ledger,
 )
 
@@ -59,6 +63,7 @@ __all__ = [
     "DeliveryMode",
     "EndpointCache",
     "Pipeline",
+    "RecoverReport",
     "SendReport",
     "message_for",
     "owner_name",
@@ -229,11 +234,23 @@ class EndpointCache:
 
     A connection that cannot be read is remembered as such for the same time, so a
     missing connection does not cost a secrets-backend lookup per message.
+
+    :param settings: the egress policy and proxy endpoints are read under.
+    :param ttl_seconds: how long an endpoint is used before its connection is read again.
+    :param on_read: called with each endpoint read from its connection (the dispatcher
+        records its limits in the ledger for every claimer to hold).
     """
 
-    def __init__(self, settings: Settings, *, ttl_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ttl_seconds: float = 30.0,
+        on_read: Callable[[Endpoint], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.ttl_seconds = ttl_seconds
+        self.on_read = on_read
         self._entries: dict[str, tuple[float, Endpoint | Exception]] = {}
 
     def get(self, row: Delivery) -> Endpoint:
@@ -246,14 +263,51 @@ class EndpointCache:
         now = time.monotonic()
         entry = self._entries.get(row.conn_id)
         if entry is None or now - entry[0] > self.ttl_seconds:
+            value: Endpoint | Exception
             try:
-                value: Endpoint | Exception = resolve_endpoint(row.conn_id, self.settings)
+                endpoint = resolve_endpoint(row.conn_id, self.settings)
+                if self.on_read is not None:
+                    self.on_read(endpoint)
+                value = endpoint
             except Exception as exc:
                 value = exc
             entry = self._entries[row.conn_id] = (now, value)
         if isinstance(entry[1], Exception):
             raise entry[1]
         return entry[1]
+
+
+class _Limiter:
+    """At most an endpoint's ``max_concurrency`` requests at once from this process (inline fan-outs)."""
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    def slot(self, endpoint: Endpoint) -> threading.BoundedSemaphore:
+        key = (endpoint.key, endpoint.max_concurrency)
+        with self._lock:
+            semaphore = self._slots.get(key)
+            if semaphore is None:
+                semaphore = self._slots[key] = threading.BoundedSemaphore(endpoint.max_concurrency)
+            return semaphore
+
+
+_limiter = _Limiter()
+
+
+@dataclass
+class RecoverReport:
+    """What a bulk recover did."""
+
+    total: int = 0
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        return f"{self.sent} of {self.total} message(s) sent again: {self.delivered} delivered, {self.failed} not"
 
 
 def _unsendable(row: Delivery, exc: Exception) -> DeliveryResult:
@@ -562,28 +616,82 @@ class Pipeline:
             log.error("Flow webhook %s (delivery %s) cannot be sent: %s", row.webhook, row.id, exc)
             return Outcome(row.id, _unsendable(row, exc), retry=True, row=row)
         schedule = self.settings.retry if retry_in_place else None
-        result = self.sender.send(endpoint, message, schedule=schedule)
+        with _limiter.slot(endpoint):
+            result = self.sender.send(endpoint, message, schedule=schedule)
         return Outcome(row.id, result, retry=endpoint.retry_on_failure, built=built, row=row)
 
-    def record(
-        self, outcomes: Sequence[Outcome], *, source: str, sender: str | None = None
-    ) -> dict[str, str]:
-        """Store outcomes; a ledger that fails here leaves the messages claimed, to be taken over later.
+    def recover(
+        self,
+        ids: Sequence[str],
+        *,
+        progress: Callable[[RecoverReport], None] | None = None,
+        time_limit_seconds: float = 3600.0,
+    ) -> RecoverReport:
+        """Send exactly these messages again, each once, whatever their state (held and dead ones too).
+
+        They keep their delivery ids and get fresh signatures; each endpoint's concurrency
+        and rate limits hold (over every sender of the ledger), an open circuit or a
+        disabled endpoint does not stop them. A message a running dispatcher takes first is
+        sent by it instead.
+
+        :param ids: the messages (from ``Ledger.select_ids``).
+        :param progress: called with the running report after each batch.
+        :param time_limit_seconds: claim nothing new after this long.
+        :return: counts of what this process sent.
+        """
+        ledger = self._ledger()
+        report = RecoverReport(total=len(ids))
+        ledger.force_many(ids)
+        waiting = list(ids)
+        owner = owner_name("recover")
+        deadline = time.monotonic() + time_limit_seconds
+        while waiting and time.monotonic() < deadline:
+            rows = ledger.claim_ids(
+                waiting[:500], owner, lease_seconds=60.0, skip_open_circuits=False, within_limits=True
+            )
+            if rows:
+                for _, result in self.deliver(rows, source="replay"):
+                    report.sent += 1
+                    report.delivered += result.delivered
+                    report.failed += not result.delivered
+                if progress is not None:
+                    progress(report)
+            else:
+                time.sleep(0.05)  # every slot of these endpoints is busy: wait for one
+            waiting = ledger.still_forced(waiting)
+        return report
+
+    def record(self, outcomes: Sequence[Outcome], *, source: str, sender: str | None = None) -> OutcomeReport:
+        """Store outcomes, count them in the metrics, and record the operator alerts they call for.
+
+        A ledger that fails here leaves the messages claimed, to be taken over when their
+        lease expires.
 
         :param outcomes: what each send did.
         :param source: how they were sent (``inline``, ``dispatcher``, ``replay``, ``test``).
         :param sender: the sending process's name; this process as an inline sender when omitted.
+        :return: the new states, and what changed.
         """
         if self.ledger is None or not outcomes:
-            return {}
+            return OutcomeReport()
         try:
-            return self.ledger.record_outcomes(
+            report = self.ledger.record_outcomes(
                 outcomes,
                 source=source,
                 schedule=self.settings.retry,
                 circuit_threshold=self.settings.circuit_failure_threshold,
                 sender=sender or owner_name(source),
+                disable_after_seconds=self.settings.disable_after_seconds,
             )
         except Exception as exc:
             log.error("Recording flow webhook outcomes failed (%s: %s)", type(exc).__name__, exc)
-            return {}
+            return OutcomeReport()
+        emit_outcomes(outcomes, report)
+        for key, reason in report.disabled:
+            log.warning("Flow webhook endpoint %s is disabled: %s; its new messages are held", key, reason)
+        if report.dead or report.disabled or report.recovered:
+            try:
+                self.ledger.record(alerts_for(report, self.settings, self.ledger))
+            except Exception as exc:
+                log.error("Recording operator alerts failed (%s: %s)", type(exc).__name__, exc)
+        return report

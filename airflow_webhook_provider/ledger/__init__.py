@@ -23,6 +23,7 @@ from airflow_webhook_provider.ledger.store import (
     LedgerError,
     NewDelivery,
     Outcome,
+    OutcomeReport,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "LedgerError",
     "NewDelivery",
     "Outcome",
+    "OutcomeReport",
     "ledger_url",
     "open_ledger",
 ]

@@ -15,6 +15,7 @@ because they are needed to send a message and credentials are refused in them.
 - ``flow_webhook_code_definitions``: each DAG's code-defined webhooks, as the task runner
   and the DAG processor (which parse DAG files) last saw them, for the listeners in the
   scheduler and the API server (which never do).
+- ``flow_webhook_alerts``: when each kind of operator alert was last sent, to rate-limit them.
 - ``flow_webhook_run_ends``: each run end a listener captured, with its task instances'
   states at that moment, so a DAG-level callback that runs late reconciles the outputs
   from those states, not from a rerun's.
@@ -38,6 +39,7 @@ from sqlalchemy import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "alerts",
     "attempts",
     "code_definitions",
     "deliveries",
@@ -136,6 +138,13 @@ endpoints = Table(
     Column("probes", Integer, nullable=False, default=0),  # failed probes since the circuit opened
     Column("next_probe_at", Float),
     Column("probe_until", Float),  # a probe is in flight until then
+    Column("disabled_at", Float),  # disabled: new messages are held, nothing is sent
+    Column("disabled_reason", Text),
+    Column("recovering", Boolean, nullable=False, default=False),  # its next success is a recovery
+    Column("max_concurrency", Integer),  # from the connection, as a sender last read it
+    Column("rate_per_minute", Integer),
+    Column("tokens", Float),  # the rate limit's bucket
+    Column("tokens_at", Float),
     Column("updated_at", Float, nullable=False),
 )
 
@@ -170,4 +179,12 @@ run_ends = Table(
     Column("task_states", Text, nullable=False),  # JSON [[task_id, map_index, state], ...] at the end
     Column("ended_at", Float),
     Column("recorded_at", Float, nullable=False),
+)
+
+alerts = Table(
+    "flow_webhook_alerts",
+    metadata,
+    Column("key", String(400), primary_key=True),  # "<event>:<endpoint>"
+    Column("last_sent_at", Float, nullable=False),
+    Column("suppressed", Integer, nullable=False, default=0),  # held back since, counted in the next one
 )

@@ -49,6 +49,7 @@ from airflow_webhook_provider.core.retry import RetrySchedule
 from airflow_webhook_provider.core.states import SENDABLE, CaptureSource, CircuitState, DeliveryState
 from airflow_webhook_provider.ledger.schema import (
     SCHEMA_VERSION,
+    alerts,
     attempts,
     code_definitions,
     deliveries,
@@ -70,10 +71,13 @@ __all__ = [
     "LedgerError",
     "NewDelivery",
     "Outcome",
+    "OutcomeReport",
     "engine_for",
 ]
 
 EXCERPT_LIMIT = 4096
+#: An endpoint's concurrency limit until a sender has read its connection's ``max_concurrency``.
+DEFAULT_MAX_CONCURRENCY = 10
 #: The PostgreSQL advisory lock held while the schema is created or migrated.
 _SCHEMA_LOCK_KEY = 0x466C6F77576562
 #: The PostgreSQL channel a new message is announced on, so dispatchers wake at once.
@@ -103,6 +107,7 @@ class NewDelivery:
     :param definition: the definition as JSON, or None for a test message.
     :param refs: the values of the event's references, the delivery id included.
     :param event_at: when the end happened (UNIX seconds), if known.
+    :param built: the exact request, for a message built when it is recorded (an operator alert).
     """
 
     id: str
@@ -120,6 +125,7 @@ class NewDelivery:
     definition: str | None = field(repr=False)
     refs: Mapping[str, str] = field(repr=False)
     event_at: float | None = None
+    built: Built | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,22 @@ class Outcome:
     retry: bool
     built: Built | None = None
     row: Delivery | None = field(default=None, repr=False)
+
+
+@dataclass
+class OutcomeReport:
+    """What recording outcomes changed: each message's state, and what operators are alerted about.
+
+    :param states: the new state of each message.
+    :param dead: ``(delivery id, endpoint)`` of each message that became dead.
+    :param disabled: ``(endpoint, reason)`` of each endpoint that was disabled.
+    :param recovered: each endpoint that answered again after its circuit opened or it was disabled.
+    """
+
+    states: dict[str, str] = field(default_factory=dict)
+    dead: list[tuple[str, str]] = field(default_factory=list)
+    disabled: list[tuple[str, str]] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -272,6 +294,13 @@ class EndpointHealth:
     probes: int
     next_probe_at: float | None
     probe_until: float | None
+    disabled_at: float | None
+    disabled_reason: str | None
+    recovering: bool
+    max_concurrency: int | None
+    rate_per_minute: int | None
+    tokens: float | None
+    tokens_at: float | None
     updated_at: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -443,45 +472,51 @@ class Ledger:
         """Write messages as ``pending``, due now, in one transaction; a known id is left as it is.
 
         A second capture of the same end (a listener after a callback, a late DAG-level
-        callback) has the same delivery id, so it adds nothing.
+        callback) has the same delivery id, so it adds nothing. A message to a disabled
+        endpoint is recorded ``held``: kept, not sent, until the endpoint is enabled.
         """
         if not new:
             return
         now = time.time()
-        rows = [
-            {
-                "id": item.id,
-                "dag_id": item.dag_id,
-                "run_id": item.run_id,
-                "clear_number": item.clear_number,
-                "output_name": item.output_name,
-                "webhook": item.webhook,
-                "event": item.event,
-                "job_status": item.job_status,
-                "capture": str(item.capture),
-                "conn_id": item.conn_id,
-                "target_url": item.target_url,
-                "endpoint": item.endpoint,
-                "definition": item.definition,
-                "refs": json.dumps(dict(item.refs), sort_keys=True),
-                "url": "",
-                "query": "",
-                "method": "",
-                "headers": "{}",
-                "state": str(DeliveryState.PENDING),
-                "forced": False,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "event_at": item.event_at,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for item in new
-        ]
         with self._transaction() as connection:
+            disabled = set(connection.execute(_DISABLED_KEYS).scalars())
+            rows = [self._new_row(item, now, held=item.endpoint in disabled) for item in new]
             connection.execute(self._insert_ignoring_duplicates(deliveries), rows)
             if self.dialect == "postgresql":
                 connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+
+    @staticmethod
+    def _new_row(item: NewDelivery, now: float, *, held: bool) -> dict[str, Any]:
+        built = item.built
+        return {
+            "id": item.id,
+            "dag_id": item.dag_id,
+            "run_id": item.run_id,
+            "clear_number": item.clear_number,
+            "output_name": item.output_name,
+            "webhook": item.webhook,
+            "event": item.event,
+            "job_status": item.job_status,
+            "capture": str(item.capture),
+            "conn_id": item.conn_id,
+            "target_url": item.target_url,
+            "endpoint": item.endpoint,
+            "definition": item.definition,
+            "refs": json.dumps(dict(item.refs), sort_keys=True),
+            "built_at": now if built is not None else None,
+            "url": redact_url(built.url) if built is not None else "",
+            "query": built.query if built is not None else "",
+            "method": built.method if built is not None else "",
+            "headers": json.dumps(dict(built.headers), sort_keys=True) if built is not None else "{}",
+            "body": built.body if built is not None else None,
+            "state": str(DeliveryState.HELD if held else DeliveryState.PENDING),
+            "forced": False,
+            "attempts": 0,
+            "next_attempt_at": None if held else now,
+            "event_at": item.event_at,
+            "created_at": now,
+            "updated_at": now,
+        }
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -508,7 +543,10 @@ class Ledger:
         """Claim up to ``limit`` due messages for ``owner`` alone, oldest due first.
 
         Messages of an endpoint whose circuit is open are left alone, except one probe
-        when its next probe time has come (and messages sent by hand, which are forced).
+        when its next probe time has come, and so are those of a disabled endpoint
+        (messages sent by hand, which are forced, go anyway). No endpoint gets more
+        claimed messages than its ``max_concurrency``, over every claimer of the ledger,
+        nor more than its rate limit allows.
 
         :param owner: the claimer's name.
         :param limit: the most messages to claim.
@@ -517,23 +555,79 @@ class Ledger:
         now = time.time()
         skip_locked = self.dialect == "postgresql"
         with self._transaction() as connection:
-            open_circuits = self._open_circuits(connection)
-            ids = list(
-                connection.execute(
-                    _DUE_IDS[(skip_locked, bool(open_circuits))],
-                    {"now": now, "limit": limit, "open": list(open_circuits)},
-                ).scalars()
-            )
-            for key, circuit in open_circuits.items():
+            gated = {row.key: row for row in connection.execute(_GATED_ENDPOINTS)}
+            candidates = connection.execute(
+                _DUE_CANDIDATES[(skip_locked, bool(gated))],
+                {"now": now, "limit": limit * 2, "gated": list(gated)},
+            ).all()
+            ids = self._within_limits(connection, candidates, limit, now)
+            for key, circuit in gated.items():
                 if len(ids) >= limit:
                     break
                 probe_free = circuit.probe_until is None or circuit.probe_until < now
-                if circuit.next_probe_at is None or circuit.next_probe_at > now or not probe_free:
+                if (
+                    circuit.disabled_at is not None
+                    or circuit.next_probe_at is None
+                    or circuit.next_probe_at > now
+                    or not probe_free
+                ):
                     continue
                 probe = self._claim_probe(connection, key, now, skip_locked, until=now + lease_seconds)
                 if probe is not None:
                     ids.append(probe)
             return self._lease(connection, ids, owner, now + lease_seconds)
+
+    def _within_limits(
+        self, connection: Connection, candidates: Sequence[Any], limit: int, now: float
+    ) -> list[str]:
+        """Choose candidates, oldest first, that keep each endpoint within its concurrency and rate limits."""
+        if not candidates:
+            return []
+        keys = sorted({row.endpoint for row in candidates})
+        if self.dialect == "postgresql":
+            # Claimers of one endpoint take turns here, so both cannot count the same free slots.
+            connection.execute(
+                self._insert_ignoring_duplicates(endpoints),
+                [
+                    {
+                        "key": key,
+                        "circuit": str(CircuitState.CLOSED),
+                        "consecutive_failures": 0,
+                        "probes": 0,
+                        "updated_at": now,
+                    }
+                    for key in keys
+                ],
+            )
+            limits = {row.key: row for row in connection.execute(_LIMITS.with_for_update(), {"keys": keys})}
+        else:
+            limits = {row.key: row for row in connection.execute(_LIMITS, {"keys": keys})}
+        busy: dict[str, int] = dict(connection.execute(_IN_FLIGHT, {"keys": keys, "now": now}).tuples().all())
+        room: dict[str, int] = {}
+        buckets: dict[str, float] = {}
+        for key in keys:
+            row = limits.get(key)
+            room[key] = (
+                (row.max_concurrency if row is not None else None) or DEFAULT_MAX_CONCURRENCY
+            ) - busy.get(key, 0)
+            if row is not None and row.rate_per_minute:
+                buckets[key] = _refilled(row.tokens, row.tokens_at, row.rate_per_minute, now)
+                room[key] = min(room[key], int(buckets[key]))
+        chosen: list[str] = []
+        for row in candidates:
+            if len(chosen) >= limit:
+                break
+            if room[row.endpoint] > 0:
+                chosen.append(row.id)
+                room[row.endpoint] -= 1
+                if row.endpoint in buckets:
+                    buckets[row.endpoint] -= 1
+        if buckets:
+            connection.execute(
+                _SPEND_TOKENS,
+                [{"b_key": key, "b_tokens": tokens, "b_at": now} for key, tokens in buckets.items()],
+            )
+        return chosen
 
     def _claim_probe(
         self, connection: Connection, key: str, now: float, skip_locked: bool, *, until: float
@@ -556,7 +650,13 @@ class Ledger:
         return probe
 
     def claim_ids(
-        self, ids: Sequence[str], owner: str, *, lease_seconds: float, skip_open_circuits: bool = True
+        self,
+        ids: Sequence[str],
+        owner: str,
+        *,
+        lease_seconds: float,
+        skip_open_circuits: bool = True,
+        within_limits: bool = False,
     ) -> list[Delivery]:
         """Claim those of the given messages that are due and held by no claimer (this one included).
 
@@ -567,6 +667,7 @@ class Ledger:
         :param owner: the claimer's name.
         :param lease_seconds: how long the claim holds.
         :param skip_open_circuits: leave messages of an endpoint whose circuit is open to the dispatcher.
+        :param within_limits: claim no more than each endpoint's concurrency and rate limits allow.
         :return: the messages claimed, in no particular order.
         """
         if not ids:
@@ -577,8 +678,13 @@ class Ledger:
             found = connection.execute(
                 _DUE_OF_IDS[(self.dialect == "postgresql", bool(open_circuits))],
                 {"now": now, "ids": list(ids), "open": list(open_circuits)},
+            ).all()
+            chosen = (
+                self._within_limits(connection, found, len(found), now)
+                if within_limits
+                else [row.id for row in found]
             )
-            return self._lease(connection, list(found.scalars()), owner, now + lease_seconds)
+            return self._lease(connection, chosen, owner, now + lease_seconds)
 
     def release(self, ids: Sequence[str], owner: str) -> None:
         """Give up claims that were not used (a dispatcher stopping), so others may send them now."""
@@ -669,7 +775,8 @@ class Ledger:
         schedule: RetrySchedule,
         circuit_threshold: int = 3,
         sender: str = "",
-    ) -> dict[str, str]:
+        disable_after_seconds: float = 0.0,
+    ) -> OutcomeReport:
         """Store the attempts of sent messages, move each to its next state, and update endpoint health.
 
         :param outcomes: what each send did.
@@ -677,11 +784,13 @@ class Ledger:
         :param sender: the process that sent it (``role@host:pid``).
         :param schedule: when to try again, and when a message is dead.
         :param circuit_threshold: consecutive receiver failures that open an endpoint's circuit.
-        :return: the new state of each message.
+        :param disable_after_seconds: disable an endpoint failing without a success for this long (0: never).
+        :return: the new states, and what changed that operators are alerted about.
         """
+        report = OutcomeReport()
         if not outcomes:
-            return {}
-        states: dict[str, str] = {}
+            return report
+        states = report.states
         now = time.time()
         with self._transaction() as connection:
             # A claimed message's counters cannot change while its sender holds it: the
@@ -726,6 +835,8 @@ class Ledger:
                 total = row.attempts + len(result.attempts)
                 state, next_at = self._next_state(outcome, total, now - row.created_at, now, schedule)
                 states[outcome.delivery_id] = str(state)
+                if state == DeliveryState.DEAD:
+                    report.dead.append((outcome.delivery_id, row.endpoint))
                 built = outcome.built
                 # Bind names may not equal column names in an UPDATE's SET clause.
                 updates.append(
@@ -756,8 +867,10 @@ class Ledger:
             if attempt_rows:
                 connection.execute(_ATTEMPTS_INSERT, attempt_rows)
             for key, results in by_endpoint.items():
-                self._update_health(connection, key, results, now, schedule, circuit_threshold)
-        return states
+                self._update_health(
+                    connection, key, results, now, schedule, circuit_threshold, disable_after_seconds, report
+                )
+        return report
 
     @staticmethod
     def _next_state(
@@ -782,8 +895,10 @@ class Ledger:
         now: float,
         schedule: RetrySchedule,
         threshold: int,
+        disable_after_seconds: float,
+        report: OutcomeReport,
     ) -> None:
-        """Fold the results of one endpoint, in order, into its health row and circuit."""
+        """Fold the results of one endpoint, in order, into its health row, circuit and enablement."""
         # The common case, a healthy endpoint that answers: one statement.
         if (
             all(result.delivered for result in results)
@@ -800,9 +915,13 @@ class Ledger:
             query = query.with_for_update()
         health = dict(connection.execute(query).one()._mapping)
         was_open = health["circuit"] == str(CircuitState.OPEN)
+        disable_reason: str | None = None
         for result in results:
             if result.delivered:
+                if health["recovering"]:
+                    report.recovered.append(key)
                 health.update(
+                    recovering=False,
                     circuit=str(CircuitState.CLOSED),
                     consecutive_failures=0,
                     failing_since=None,
@@ -817,6 +936,12 @@ class Ledger:
             health["failing_since"] = health["failing_since"] or now
             health["last_failure_at"] = now
             health["last_error"] = result.error
+            if result.status_code == 410:
+                disable_reason = "it answered 410 Gone"
+            elif disable_after_seconds and now - health["failing_since"] >= disable_after_seconds:
+                disable_reason = (
+                    f"it has failed without a success for {(now - health['failing_since']) / 3600:.1f} h"
+                )
             if health["circuit"] == str(CircuitState.OPEN):
                 health["probes"] += 1
                 health["next_probe_at"] = schedule.probe_at(probes_made=health["probes"], now=now)
@@ -832,9 +957,13 @@ class Ledger:
                     opened_reason=f"{reason}; last: {result.error}",
                     probes=0,
                     next_probe_at=schedule.probe_at(probes_made=1, now=now),
+                    recovering=True,
                 )
         health.update(probe_until=None, updated_at=now)
         connection.execute(update(endpoints).where(endpoints.c.key == key).values(health))
+        if disable_reason is not None and health["disabled_at"] is None:
+            self._disable(connection, key, disable_reason, now)
+            report.disabled.append((key, disable_reason))
         if was_open and health["circuit"] == str(CircuitState.CLOSED):
             # The endpoint is back: what waited for it is due now, not at its own next time.
             connection.execute(
@@ -846,6 +975,260 @@ class Ledger:
                 )
                 .values(next_attempt_at=now)
             )
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def _disable(self, connection: Connection, key: str, reason: str, now: float) -> int:
+        connection.execute(
+            update(endpoints)
+            .where(endpoints.c.key == key)
+            .values(disabled_at=now, disabled_reason=reason, recovering=True, updated_at=now)
+        )
+        # What waited to be sent is held too: not sent, and never dead while it waits.
+        return int(
+            connection.execute(
+                update(deliveries)
+                .where(
+                    (deliveries.c.endpoint == key)
+                    & deliveries.c.state.in_([str(state) for state in SENDABLE])
+                    & (deliveries.c.forced.is_(False))
+                )
+                .values(state=str(DeliveryState.HELD), next_attempt_at=None, updated_at=now)
+            ).rowcount
+        )
+
+    def _ensure_endpoint(self, connection: Connection, key: str, now: float) -> None:
+        connection.execute(
+            self._insert_ignoring_duplicates(endpoints).values(
+                key=key, circuit=str(CircuitState.CLOSED), consecutive_failures=0, probes=0, updated_at=now
+            )
+        )
+
+    def disable_endpoint(self, key: str, reason: str) -> int:
+        """Disable an endpoint by hand: its new messages are held, and so is what waited for it.
+
+        :return: how many messages are held now.
+        """
+        now = time.time()
+        with self._transaction() as connection:
+            self._ensure_endpoint(connection, key, now)
+            self._disable(connection, key, reason, now)
+            return int(connection.execute(_COUNT_HELD, {"key": key}).scalar_one())
+
+    def enable_endpoint(self, key: str) -> int:
+        """Enable an endpoint: its circuit closes, and what it held is due now.
+
+        :return: how many held messages were released.
+        """
+        now = time.time()
+        with self._transaction() as connection:
+            self._ensure_endpoint(connection, key, now)
+            connection.execute(
+                update(endpoints)
+                .where(endpoints.c.key == key)
+                .values(
+                    disabled_at=None,
+                    disabled_reason=None,
+                    circuit=str(CircuitState.CLOSED),
+                    consecutive_failures=0,
+                    failing_since=None,
+                    opened_at=None,
+                    opened_reason=None,
+                    probes=0,
+                    next_probe_at=None,
+                    updated_at=now,
+                )
+            )
+            released = connection.execute(
+                update(deliveries)
+                .where((deliveries.c.endpoint == key) & (deliveries.c.state == str(DeliveryState.HELD)))
+                .values(state=str(DeliveryState.PENDING), next_attempt_at=now, updated_at=now)
+            ).rowcount
+            if self.dialect == "postgresql":
+                connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+        return int(released)
+
+    def note_limits(self, key: str, *, max_concurrency: int, rate_per_minute: int | None) -> None:
+        """Record an endpoint's limits as its connection says, for every claimer of the ledger to hold."""
+        now = time.time()
+        with self._transaction() as connection:
+            self._ensure_endpoint(connection, key, now)
+            connection.execute(
+                update(endpoints)
+                .where(
+                    (endpoints.c.key == key)
+                    & (
+                        or_(
+                            endpoints.c.max_concurrency.is_(None),
+                            endpoints.c.max_concurrency != max_concurrency,
+                            endpoints.c.rate_per_minute.is_distinct_from(rate_per_minute),
+                        )
+                    )
+                )
+                .values(max_concurrency=max_concurrency, rate_per_minute=rate_per_minute, updated_at=now)
+            )
+
+    def endpoint_counts(self, key: str) -> dict[str, int]:
+        """Return how many messages of an endpoint are in each state."""
+        query = (
+            select(deliveries.c.state, func.count())
+            .where(deliveries.c.endpoint == key)
+            .group_by(deliveries.c.state)
+        )
+        with self.engine.connect() as connection:
+            return {state: count for state, count in connection.execute(query)}
+
+    def alert_slot(self, key: str, *, interval_seconds: float) -> int | None:
+        """Take the right to send alert ``key`` now, at most once per interval.
+
+        :return: how many alerts of this key were held back since the last one sent, or None
+            when this one is held back (and counted) too.
+        """
+        now = time.time()
+        with self._transaction() as connection:
+            connection.execute(
+                self._insert_ignoring_duplicates(alerts).values(key=key, last_sent_at=0.0, suppressed=0)
+            )
+            query = select(alerts.c.last_sent_at, alerts.c.suppressed).where(alerts.c.key == key)
+            if self.dialect == "postgresql":
+                query = query.with_for_update()
+            last, suppressed = connection.execute(query).one()
+            if now - last < interval_seconds:
+                connection.execute(
+                    update(alerts).where(alerts.c.key == key).values(suppressed=suppressed + 1)
+                )
+                return None
+            connection.execute(
+                update(alerts).where(alerts.c.key == key).values(last_sent_at=now, suppressed=0)
+            )
+            return int(suppressed)
+
+    # -- operations ----------------------------------------------------------------------
+
+    @staticmethod
+    def _selection(
+        *,
+        since: float | None,
+        until: float | None,
+        dag_id: str | None,
+        endpoint: str | None,
+        states: Sequence[str],
+    ) -> ColumnElement[bool]:
+        condition: ColumnElement[bool] = deliveries.c.state.in_(list(states))
+        for column, value, op in (
+            (deliveries.c.created_at, since, "ge"),
+            (deliveries.c.created_at, until, "lt"),
+            (deliveries.c.dag_id, dag_id, "eq"),
+            (deliveries.c.endpoint, endpoint, "eq"),
+        ):
+            if value is not None:
+                condition = condition & (
+                    column >= value if op == "ge" else column < value if op == "lt" else column == value
+                )
+        return condition
+
+    def select_ids(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        dag_id: str | None = None,
+        endpoint: str | None = None,
+        states: Sequence[str],
+        limit: int | None = None,
+    ) -> list[str]:
+        """Return the ids of the messages a selection names, oldest first (what ``recover`` replays)."""
+        query = (
+            select(deliveries.c.id)
+            .where(self._selection(since=since, until=until, dag_id=dag_id, endpoint=endpoint, states=states))
+            .order_by(deliveries.c.created_at, deliveries.c.id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
+    def force_many(self, ids: Sequence[str]) -> int:
+        """Make messages due now whatever their state, for a send by hand (``recover``); held by no one.
+
+        :return: how many were made due (those a sender holds right now are left alone).
+        """
+        now = time.time()
+        with self._transaction() as connection:
+            changed = 0
+            for start in range(0, len(ids), 500):
+                changed += connection.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.id.in_(list(ids[start : start + 500]))
+                        & or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < now)
+                    )
+                    .values(
+                        state=str(DeliveryState.PENDING), forced=True, next_attempt_at=now, updated_at=now
+                    )
+                ).rowcount
+        return int(changed)
+
+    def still_forced(self, ids: Sequence[str]) -> list[str]:
+        """Return those of the messages made due by hand that no sender has taken yet."""
+        found: list[str] = []
+        with self.engine.connect() as connection:
+            for start in range(0, len(ids), 500):
+                query = select(deliveries.c.id).where(
+                    deliveries.c.id.in_(list(ids[start : start + 500])) & deliveries.c.forced.is_(True)
+                )
+                found.extend(connection.execute(query).scalars())
+        order = {delivery_id: index for index, delivery_id in enumerate(ids)}
+        return sorted(found, key=order.__getitem__)
+
+    def purge(
+        self,
+        *,
+        older_than: float,
+        states: Sequence[str] = (str(DeliveryState.DELIVERED),),
+        dry_run: bool = False,
+    ) -> int:
+        """Delete messages (and their attempts) in ``states`` last changed before ``older_than``.
+
+        A message a sender holds right now is never purged.
+
+        :param older_than: a UNIX time.
+        :param states: the states to purge; delivered ones by default.
+        :param dry_run: only count them.
+        :return: how many messages were (or would be) deleted.
+        """
+        condition = (
+            deliveries.c.state.in_(list(states))
+            & (deliveries.c.updated_at < older_than)
+            & or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < time.time())
+        )
+        if dry_run:
+            with self.engine.connect() as connection:
+                return int(
+                    connection.execute(
+                        select(func.count()).select_from(deliveries).where(condition)
+                    ).scalar_one()
+                )
+        with self._transaction() as connection:
+            doomed = select(deliveries.c.id).where(condition).scalar_subquery()
+            connection.execute(attempts.delete().where(attempts.c.delivery_id.in_(doomed)))
+            return int(connection.execute(deliveries.delete().where(condition)).rowcount)
+
+    def backlog(self) -> list[tuple[str, int, float]]:
+        """Return ``(endpoint, messages not yet delivered, age of the oldest in seconds)`` per endpoint.
+
+        Counted: pending, failed and held messages.
+        """
+        now = time.time()
+        query = (
+            select(deliveries.c.endpoint, func.count(), func.min(deliveries.c.created_at))
+            .where(deliveries.c.state.in_([*_SENDABLE_STATES, str(DeliveryState.HELD)]))
+            .group_by(deliveries.c.endpoint)
+        )
+        with self.engine.connect() as connection:
+            return [
+                (key, int(count), now - float(oldest)) for key, count, oldest in connection.execute(query)
+            ]
 
     # -- what capture needs beyond messages ----------------------------------------------
 
@@ -1055,15 +1438,49 @@ _DUE = (
     & or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < _NOW)
 )
 _OPEN_CIRCUITS = select(endpoints).where(endpoints.c.circuit == str(CircuitState.OPEN))
+#: Endpoints nothing is claimed for (except by hand): an open circuit, or disabled.
+_GATED_ENDPOINTS = select(endpoints).where(
+    (endpoints.c.circuit == str(CircuitState.OPEN)) | endpoints.c.disabled_at.is_not(None)
+)
+_DISABLED_KEYS = select(endpoints.c.key).where(endpoints.c.disabled_at.is_not(None))
+_SENDABLE_STATES = [str(state) for state in SENDABLE]
+_COUNT_HELD = (
+    select(func.count())
+    .select_from(deliveries)
+    .where((deliveries.c.endpoint == bindparam("key")) & (deliveries.c.state == str(DeliveryState.HELD)))
+)
+_LIMITS = select(
+    endpoints.c.key,
+    endpoints.c.max_concurrency,
+    endpoints.c.rate_per_minute,
+    endpoints.c.tokens,
+    endpoints.c.tokens_at,
+).where(endpoints.c.key.in_(bindparam("keys", expanding=True)))
+_IN_FLIGHT = (
+    select(deliveries.c.endpoint, func.count())
+    .where(
+        deliveries.c.endpoint.in_(bindparam("keys", expanding=True))
+        & deliveries.c.state.in_([str(state) for state in SENDABLE])
+        & (deliveries.c.claimed_until > _NOW)
+    )
+    .group_by(deliveries.c.endpoint)
+)
+_SPEND_TOKENS = (
+    update(endpoints)
+    .where(endpoints.c.key == bindparam("b_key"))
+    .values(tokens=bindparam("b_tokens"), tokens_at=bindparam("b_at"))
+)
 
 
-def _due_ids(*, skip_locked: bool, skip_open: bool) -> Any:
-    """Due messages, oldest first; with ``skip_open``, none of an open circuit unless forced."""
+def _due_candidates(*, skip_locked: bool, gated: bool) -> Any:
+    """Due messages with their endpoints, oldest first; with ``gated``, none of a gated endpoint unless forced."""
     condition = _DUE
-    if skip_open:
-        open_keys: Any = bindparam("open", expanding=True)
-        condition = condition & or_(deliveries.c.endpoint.not_in(open_keys), deliveries.c.forced.is_(True))
-    query = select(deliveries.c.id).where(condition).order_by(deliveries.c.next_attempt_at)
+    if gated:
+        gated_keys: Any = bindparam("gated", expanding=True)
+        condition = condition & or_(deliveries.c.endpoint.not_in(gated_keys), deliveries.c.forced.is_(True))
+    query = (
+        select(deliveries.c.id, deliveries.c.endpoint).where(condition).order_by(deliveries.c.next_attempt_at)
+    )
     query = query.limit(bindparam("limit", type_=Integer))
     return query.with_for_update(skip_locked=True) if skip_locked else query
 
@@ -1073,15 +1490,15 @@ def _due_of_ids(*, skip_locked: bool, skip_open: bool) -> Any:
     condition = deliveries.c.id.in_(bindparam("ids", expanding=True)) & _DUE
     if skip_open:
         condition = condition & deliveries.c.endpoint.not_in(bindparam("open", expanding=True))
-    query = select(deliveries.c.id).where(condition)
+    query = select(deliveries.c.id, deliveries.c.endpoint).where(condition)
     return query.with_for_update(skip_locked=True) if skip_locked else query
 
 
 #: (skip locked rows, skip open circuits) -> the statement.
-_DUE_IDS = {
-    (locked, skip): _due_ids(skip_locked=locked, skip_open=skip)
+_DUE_CANDIDATES = {
+    (locked, gated): _due_candidates(skip_locked=locked, gated=gated)
     for locked in (False, True)
-    for skip in (False, True)
+    for gated in (False, True)
 }
 _DUE_OF_IDS = {
     (locked, skip): _due_of_ids(skip_locked=locked, skip_open=skip)
@@ -1100,6 +1517,7 @@ _STILL_HEALTHY = (
         (endpoints.c.key == bindparam("b_key"))
         & (endpoints.c.circuit == str(CircuitState.CLOSED))
         & (endpoints.c.consecutive_failures == 0)
+        & endpoints.c.recovering.is_(False)
     )
     .values(last_success_at=bindparam("now", type_=Float), updated_at=bindparam("now", type_=Float))
 )
@@ -1129,3 +1547,11 @@ _OUTCOME_UPDATE = (
         | {"claimed_by": None, "claimed_until": None}
     )
 )
+
+
+def _refilled(tokens: float | None, at: float | None, rate_per_minute: int, now: float) -> float:
+    """Return a rate limit's tokens now: refilled at the rate, up to five seconds' worth (at least one)."""
+    capacity = max(1.0, rate_per_minute / 12.0)
+    if tokens is None or at is None:
+        return capacity
+    return min(capacity, tokens + (now - at) * rate_per_minute / 60.0)

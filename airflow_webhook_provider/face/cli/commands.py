@@ -497,3 +497,147 @@ def schema(args: argparse.Namespace, out: TextIO) -> int:
     json.dump(definition_file_schema(config.limits().max_webhooks_per_flow), out, indent=2)
     out.write("\n")
     return EXIT_OK
+
+
+def endpoints_disable(args: argparse.Namespace, out: TextIO) -> int:
+    """Disable an endpoint by hand (``endpoints disable ENDPOINT``)."""
+    pipeline = _pipeline()
+    assert pipeline.ledger is not None
+    held = pipeline.ledger.disable_endpoint(args.endpoint, args.reason)
+    out.write(f"{args.endpoint}: disabled ({args.reason}); {_plural(held, 'message')} held\n")
+    return EXIT_OK
+
+
+def endpoints_enable(args: argparse.Namespace, out: TextIO) -> int:
+    """Enable an endpoint and send what it held (``endpoints enable ENDPOINT``)."""
+    pipeline = _pipeline()
+    assert pipeline.ledger is not None
+    released = pipeline.ledger.enable_endpoint(args.endpoint)
+    out.write(f"{args.endpoint}: enabled; {_plural(released, 'held message')} due now\n")
+    if released and pipeline.mode().name == "inline":
+        report = drain(pipeline, time_limit_seconds=600, err=sys.stderr, total=released)
+        out.write(report.summary() + "\n")
+    return EXIT_OK
+
+
+_NOT_DELIVERED = ("pending", "failed", "dead", "held")
+
+
+def recover(args: argparse.Namespace, out: TextIO) -> int:
+    """Send again the messages of a time range that were not delivered (``recover``)."""
+    from airflow_webhook_provider.core.durations import parse_time
+
+    now = time.time()
+    try:
+        since = parse_time(args.since, now=now)
+        until = parse_time(args.until, now=now) if args.until else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    states = tuple(args.state or _NOT_DELIVERED)
+    pipeline = _pipeline()
+    assert pipeline.ledger is not None
+    ids = pipeline.ledger.select_ids(
+        since=since, until=until, dag_id=args.dag, endpoint=args.conn, states=states
+    )
+    selection = {
+        "since": datetime.fromtimestamp(since, tz=timezone.utc).isoformat(timespec="seconds"),
+        "until": datetime.fromtimestamp(until, tz=timezone.utc).isoformat(timespec="seconds")
+        if until
+        else None,
+        "dag": args.dag,
+        "conn": args.conn,
+        "states": list(states),
+    }
+    if args.dry_run:
+        sample = [row.as_dict() for row in pipeline.ledger.get_many(ids[:5])]
+        document = {"count": len(ids), "selection": selection, "sample": sample}
+        if args.output in ("json", "yaml"):
+            emit([], args.output, out, document=document)
+            return EXIT_OK
+        out.write(f"{_plural(len(ids), 'message')} would be sent again\n")
+        emit(
+            [
+                {
+                    "id": r["id"],
+                    "dag": r["dag_id"],
+                    "webhook": r["webhook"],
+                    "state": r["state"],
+                    "endpoint": r["endpoint"],
+                }
+                for r in sample
+            ],
+            args.output,
+            out,
+        )
+        return EXIT_OK
+    bar = _RecoverBar(sys.stderr, len(ids)) if sys.stderr.isatty() and ids else None
+    try:
+        report = pipeline.recover(ids, progress=bar, time_limit_seconds=args.time_limit)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.output in ("json", "yaml"):
+        emit([], args.output, out, document={"count": len(ids), "selection": selection, **vars(report)})
+    else:
+        out.write(report.summary() + "\n")
+    return EXIT_OK
+
+
+class _RecoverBar(_ProgressBar):
+    """The progress bar of ``recover``."""
+
+    def __call__(self, report: Any) -> None:  # a RecoverReport
+        filled = self.width * report.sent // self.total if self.total else self.width
+        self.stream.write(
+            f"\rrecovering [{'#' * filled}{'.' * (self.width - filled)}] {report.sent}/{self.total}: "
+            f"{report.delivered} delivered, {report.failed} not"
+        )
+        self.stream.flush()
+
+
+def purge(args: argparse.Namespace, out: TextIO) -> int:
+    """Delete old messages and their attempts (``purge --older-than DURATION``)."""
+    from airflow_webhook_provider.core.durations import parse_duration
+
+    try:
+        age = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    states = tuple(args.state or ("delivered",))
+    pipeline = _pipeline()
+    assert pipeline.ledger is not None
+    older_than = time.time() - age
+    count = pipeline.ledger.purge(older_than=older_than, states=states, dry_run=args.dry_run)
+    verb = "would be purged" if args.dry_run else "purged"
+    if args.output in ("json", "yaml"):
+        emit(
+            [],
+            args.output,
+            out,
+            document={
+                "count": count,
+                "states": list(states),
+                "older_than_seconds": age,
+                "dry_run": args.dry_run,
+            },
+        )
+    else:
+        out.write(f"{_plural(count, 'message')} {verb} ({', '.join(states)}, older than {args.older_than})\n")
+    return EXIT_OK
+
+
+def doctor(args: argparse.Namespace, out: TextIO) -> int:
+    """Check the set-up and print the fix for each problem (``doctor``)."""
+    from airflow_webhook_provider.face.cli.doctor import run_checks
+
+    checks = run_checks(conn_ids=args.conn or [])
+    if args.output in ("json", "yaml"):
+        emit([], args.output, out, document=[check.as_dict() for check in checks])
+    else:
+        emit([check.as_dict() for check in checks], args.output, out)
+    problems = [check for check in checks if check.status == "problem"]
+    sys.stderr.write(
+        f"{_plural(len(problems), 'problem')}, "
+        f"{_plural(sum(check.status == 'warning' for check in checks), 'warning')}\n"
+    )
+    return EXIT_FAILURE if problems else EXIT_OK

@@ -193,8 +193,95 @@ COMMANDS: tuple[Command | Group, ...] = (
     ),
     Group(
         "endpoints",
-        "show endpoint health: circuit breaker, failure streak, last success",
-        (Command("list", "list endpoints and their health", "endpoints_list", (OUTPUT,)),),
+        "show and manage endpoints: health, circuit breaker, disabled",
+        (
+            Command("list", "list endpoints and their health", "endpoints_list", (OUTPUT,)),
+            Command(
+                "disable",
+                "disable an endpoint: its new messages are held, not sent",
+                "endpoints_disable",
+                (
+                    _arg(
+                        "endpoint",
+                        metavar="ENDPOINT",
+                        help="a connection id (or url:... as endpoints list shows)",
+                    ),
+                    _arg("--reason", default="disabled by hand", help="why, for the list and the alert"),
+                ),
+            ),
+            Command(
+                "enable",
+                "enable an endpoint: close its circuit and send what it held",
+                "endpoints_enable",
+                (_arg("endpoint", metavar="ENDPOINT"),),
+                "Enable a disabled endpoint, close its circuit, and make every message it held due now "
+                "(a running dispatcher sends them; without one, they are sent here).",
+            ),
+        ),
+    ),
+    Command(
+        "recover",
+        "send again every message of a time range that was not delivered",
+        "recover",
+        (
+            _arg(
+                "--since",
+                required=True,
+                metavar="DURATION|TIME",
+                help="e.g. 6h, 2d, 90m, or 2026-11-30T08:00",
+            ),
+            _arg("--until", metavar="DURATION|TIME", help="the end of the range (default now)"),
+            _arg("--dag", help="only this DAG"),
+            _arg("--conn", help="only this connection (endpoint)"),
+            _arg(
+                "--state",
+                action="append",
+                choices=STATES,
+                help="only these states (repeatable); default: everything not delivered",
+            ),
+            _arg("--dry-run", action="store_true", help="count what would be sent, and show a sample"),
+            _arg(
+                "--time-limit", type=float, default=3600.0, help="claim nothing new after this many seconds"
+            ),
+            OUTPUT,
+        ),
+        "Send again exactly the messages the selection names (same delivery ids, fresh signatures), "
+        "held and dead ones included, within each endpoint's concurrency and rate limits, with a "
+        "progress bar on a terminal. --dry-run prints the count and a sample instead.",
+    ),
+    Command(
+        "purge",
+        "delete old messages and their attempts",
+        "purge",
+        (
+            _arg("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h"),
+            _arg(
+                "--state",
+                action="append",
+                choices=STATES,
+                help="purge these states (repeatable); default: delivered",
+            ),
+            _arg("--dry-run", action="store_true", help="count what would be purged"),
+            OUTPUT,
+        ),
+        "Delete messages in the given states (delivered by default) last changed before the age, as "
+        "[flow_webhook] retention_days does for delivered ones; a message being sent is never purged.",
+    ),
+    Command(
+        "doctor",
+        "check the set-up and say how to fix what is wrong",
+        "doctor",
+        (
+            _arg(
+                "--conn",
+                action="append",
+                help="also send a test message through this connection (repeatable)",
+            ),
+            OUTPUT,
+        ),
+        "Check the ledger, the dispatcher's heartbeat, the plugin and its listeners, the connections "
+        "(a test message each with --conn), and that the executor can share the ledger. Exits 1 when "
+        "anything is wrong, with the fix for each problem.",
     ),
     Command(
         "export",
