@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, text, update
 
 from airflow_webhook_provider import config
 from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
@@ -31,7 +31,7 @@ from airflow_webhook_provider.core.states import CaptureSource
 from airflow_webhook_provider.delivery.dispatcher import Dispatcher, DispatchReport
 from airflow_webhook_provider.delivery.pipeline import Pipeline, message_for
 from airflow_webhook_provider.ledger import Ledger, LedgerError, open_ledger
-from airflow_webhook_provider.ledger.schema import schema_info
+from airflow_webhook_provider.ledger.schema import deliveries, schema_info
 from airflow_webhook_provider.receiver import RecordingReceiver, Reply
 from tests.conftest import SECRET, flow_webhook_connection, retry_schedule
 
@@ -495,3 +495,68 @@ class TestCommandLine:
         assert done.returncode == code
         assert message in done.stderr
         assert "Traceback" not in done.stderr
+
+
+class TestSelections:
+    """The queries behind the overview page and ``recover``: by DAGs, states, time and endpoint."""
+
+    @staticmethod
+    def _record(ledger: Ledger) -> dict[str, str]:
+        """Record one message per (DAG, state) and return ``{"dag/state": delivery id}``."""
+        ids = {}
+        for dag in ("alpha", "beta"):
+            for state in ("delivered", "pending", "failed", "held", "dead"):
+                message = message_for(
+                    FlowWebhook(name=f"{dag}-{state}", conn_id=f"conn_{state}"),
+                    replace(EVENT, flow_id=dag),
+                    clear_number=0,
+                    capture=CaptureSource.CALLBACK,
+                    delivery_id=str(uuid.uuid4()),
+                )
+                ledger.record([message])
+                ids[f"{dag}/{state}"] = message.id
+        with ledger.engine.begin() as connection:
+            for key, delivery_id in ids.items():
+                connection.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == delivery_id)
+                    .values(
+                        state=key.split("/")[1],
+                        created_at=time.time() - (3600 if key.startswith("alpha") else 60),
+                    )
+                )
+        return ids
+
+    def test_attention_first_puts_dead_then_held_on_top_within_the_dags_asked_for(self, ledger):
+        ids = self._record(ledger)
+        rows = ledger.deliveries(dag_ids={"alpha"}, attention_first=True)
+        assert [row.state for row in rows] == ["dead", "held", "failed", "pending", "delivered"]
+        assert {row.id for row in rows} == {
+            ids[f"alpha/{s}"] for s in ("dead", "held", "failed", "pending", "delivered")
+        }
+        # Within one state, newest first; over both DAGs, beta's (newer) row of each state leads.
+        both = ledger.deliveries(attention_first=True)
+        assert [row.dag_id for row in both[:2]] == ["beta", "alpha"]
+        assert ledger.deliveries(dag_ids=set()) == []
+
+    def test_states_since_and_endpoint_narrow_listings_and_recover_alike(self, ledger):
+        ids = self._record(ledger)
+        recent = time.time() - 600
+        listed = ledger.deliveries(states=["dead", "held"], since=recent)
+        assert {row.id for row in listed} == {ids["beta/dead"], ids["beta/held"]}
+        assert set(ledger.select_ids(states=["dead", "held"], since=recent)) == {row.id for row in listed}
+        assert ledger.select_ids(dag_ids={"alpha"}, states=["dead"], endpoint="conn_dead") == [
+            ids["alpha/dead"]
+        ]
+        assert ledger.select_ids(dag_ids={"alpha"}, states=["dead"], endpoint="conn_held") == []
+
+    def test_counts_per_state_and_per_endpoint_only_for_the_dags_given(self, ledger):
+        self._record(ledger)
+        assert ledger.dag_ids() == ["alpha", "beta"]
+        assert ledger.counts(dag_ids={"beta"}) == {
+            s: 1 for s in ("delivered", "pending", "failed", "held", "dead")
+        }
+        assert ledger.counts(endpoint="conn_dead") == {"dead": 2}
+        assert ledger.counts_by_endpoint(dag_ids={"alpha"}) == {
+            f"conn_{s}": {s: 1} for s in ("delivered", "pending", "failed", "held", "dead")
+        }

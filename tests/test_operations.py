@@ -185,7 +185,7 @@ class TestAutoDisable:
             assert body["endpoint"] == "gone" and body["connection"] == "gone"
             assert "410 Gone" in body["reason"]
             assert body["counts"] == {"held": 1}  # the message that met the 410 waits too
-            assert body["link"] == "http://127.0.0.1:8080/flow-webhooks/overview?endpoint=gone"
+            assert body["link"] == "http://127.0.0.1:8080/flow-webhooks/overview?conn=gone"
             assert alert.signature_valid
             verify_signature(alert.header("X-Webhook-Signature"), alert.body, "alert-secret")
 

@@ -90,9 +90,9 @@ def alerts_for(report: OutcomeReport, settings: Settings, ledger: Ledger) -> lis
             "endpoint": key,
             "connection": None if key.startswith("url:") else key,
             "occurred_at": now,
-            "counts": ledger.endpoint_counts(key),
+            "counts": ledger.counts(endpoint=key),
             "held_back": held_back,
-            "link": f"{base}/flow-webhooks/overview?endpoint={quote(key, safe='')}" if base else "",
+            "link": f"{base}/flow-webhooks/overview?conn={quote(key, safe='')}" if base else "",
             **detail,
         }
         found.append(_alert(settings, kind, key, body))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ from sqlalchemy import (
     Float,
     Integer,
     bindparam,
+    case,
     create_engine,
     event,
     func,
@@ -39,6 +40,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 
@@ -1068,16 +1070,6 @@ class Ledger:
                 .values(max_concurrency=max_concurrency, rate_per_minute=rate_per_minute, updated_at=now)
             )
 
-    def endpoint_counts(self, key: str) -> dict[str, int]:
-        """Return how many messages of an endpoint are in each state."""
-        query = (
-            select(deliveries.c.state, func.count())
-            .where(deliveries.c.endpoint == key)
-            .group_by(deliveries.c.state)
-        )
-        with self.engine.connect() as connection:
-            return {state: count for state, count in connection.execute(query)}
-
     def alert_slot(self, key: str, *, interval_seconds: float) -> int | None:
         """Take the right to send alert ``key`` now, at most once per interval.
 
@@ -1105,42 +1097,28 @@ class Ledger:
 
     # -- operations ----------------------------------------------------------------------
 
-    @staticmethod
-    def _selection(
-        *,
-        since: float | None,
-        until: float | None,
-        dag_id: str | None,
-        endpoint: str | None,
-        states: Sequence[str],
-    ) -> ColumnElement[bool]:
-        condition: ColumnElement[bool] = deliveries.c.state.in_(list(states))
-        for column, value, op in (
-            (deliveries.c.created_at, since, "ge"),
-            (deliveries.c.created_at, until, "lt"),
-            (deliveries.c.dag_id, dag_id, "eq"),
-            (deliveries.c.endpoint, endpoint, "eq"),
-        ):
-            if value is not None:
-                condition = condition & (
-                    column >= value if op == "ge" else column < value if op == "lt" else column == value
-                )
-        return condition
-
     def select_ids(
         self,
         *,
         since: float | None = None,
         until: float | None = None,
         dag_id: str | None = None,
+        dag_ids: Collection[str] | None = None,
         endpoint: str | None = None,
         states: Sequence[str],
         limit: int | None = None,
     ) -> list[str]:
-        """Return the ids of the messages a selection names, oldest first (what ``recover`` replays)."""
+        """Return the ids of the messages a selection names, oldest first (what ``recover`` replays).
+
+        :param dag_ids: only messages of these DAGs (those a user may act on), when given.
+        """
         query = (
             select(deliveries.c.id)
-            .where(self._selection(since=since, until=until, dag_id=dag_id, endpoint=endpoint, states=states))
+            .where(
+                _matching(
+                    since=since, until=until, dag_id=dag_id, dag_ids=dag_ids, endpoint=endpoint, states=states
+                )
+            )
             .order_by(deliveries.c.created_at, deliveries.c.id)
         )
         if limit is not None:
@@ -1376,23 +1354,38 @@ class Ledger:
         self,
         *,
         dag_id: str | None = None,
+        dag_ids: Collection[str] | None = None,
         run_id: str | None = None,
         state: str | None = None,
+        states: Sequence[str] | None = None,
         capture: str | None = None,
         endpoint: str | None = None,
+        since: float | None = None,
+        attention_first: bool = False,
         limit: int | None = 100,
     ) -> list[Delivery]:
-        """Return messages, newest first, optionally filtered."""
-        query = select(deliveries).order_by(deliveries.c.created_at.desc(), deliveries.c.id)
-        for column, value in (
-            (deliveries.c.dag_id, dag_id),
-            (deliveries.c.run_id, run_id),
-            (deliveries.c.state, state),
-            (deliveries.c.capture, capture),
-            (deliveries.c.endpoint, endpoint),
-        ):
-            if value is not None:
-                query = query.where(column == value)
+        """Return messages, newest first, optionally filtered.
+
+        :param dag_ids: only messages of these DAGs, when given.
+        :param states: only messages in these states (``state`` names one).
+        :param since: only messages recorded at or after this UNIX time.
+        :param attention_first: dead, then held, failed, pending and delivered ones, each newest first.
+        """
+        query = select(deliveries).where(
+            _matching(
+                dag_id=dag_id,
+                dag_ids=dag_ids,
+                run_id=run_id,
+                states=[state] if state is not None else states,
+                capture=capture,
+                endpoint=endpoint,
+                since=since,
+            )
+        )
+        order = [deliveries.c.created_at.desc(), deliveries.c.id]
+        if attention_first:
+            order.insert(0, case(_ATTENTION_ORDER, value=deliveries.c.state, else_=len(_ATTENTION_ORDER)))
+        query = query.order_by(*order)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
@@ -1417,11 +1410,43 @@ class Ledger:
         with self.engine.connect() as connection:
             return [AttemptRecord(**row._mapping) for row in connection.execute(query)]
 
-    def counts(self) -> dict[str, int]:
-        """Return the number of messages in each state."""
-        query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
+    def counts(
+        self, *, dag_ids: Collection[str] | None = None, endpoint: str | None = None
+    ) -> dict[str, int]:
+        """Return the number of messages in each state.
+
+        :param dag_ids: count only messages of these DAGs, when given.
+        :param endpoint: count only messages to this endpoint, when given.
+        """
+        query = (
+            select(deliveries.c.state, func.count())
+            .where(_matching(dag_ids=dag_ids, endpoint=endpoint))
+            .group_by(deliveries.c.state)
+        )
         with self.engine.connect() as connection:
             return {state: count for state, count in connection.execute(query)}
+
+    def counts_by_endpoint(self, *, dag_ids: Collection[str] | None = None) -> dict[str, dict[str, int]]:
+        """Return, per endpoint, the number of its messages in each state.
+
+        :param dag_ids: count only messages of these DAGs, when given.
+        """
+        query = (
+            select(deliveries.c.endpoint, deliveries.c.state, func.count())
+            .where(_matching(dag_ids=dag_ids))
+            .group_by(deliveries.c.endpoint, deliveries.c.state)
+        )
+        found: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as connection:
+            for key, state, count in connection.execute(query):
+                found.setdefault(key, {})[state] = count
+        return found
+
+    def dag_ids(self) -> list[str]:
+        """Return the DAGs that have messages in the ledger, sorted."""
+        query = select(deliveries.c.dag_id).distinct().order_by(deliveries.c.dag_id)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
 
     def ping(self) -> None:
         """Run a trivial query, raising what the database raises when it is unreachable."""
@@ -1470,6 +1495,53 @@ _SPEND_TOKENS = (
     .where(endpoints.c.key == bindparam("b_key"))
     .values(tokens=bindparam("b_tokens"), tokens_at=bindparam("b_at"))
 )
+
+
+#: The order in which messages need an operator: given up, held, failing, in flight, delivered.
+_ATTENTION_ORDER = {
+    str(state): rank
+    for rank, state in enumerate(
+        (
+            DeliveryState.DEAD,
+            DeliveryState.HELD,
+            DeliveryState.FAILED,
+            DeliveryState.PENDING,
+            DeliveryState.DELIVERED,
+        )
+    )
+}
+
+
+def _matching(
+    *,
+    dag_id: str | None = None,
+    dag_ids: Collection[str] | None = None,
+    run_id: str | None = None,
+    states: Sequence[str] | None = None,
+    capture: str | None = None,
+    endpoint: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> ColumnElement[bool]:
+    """Return the condition on messages that every given filter holds for (all of them when none is given)."""
+    condition: ColumnElement[bool] = true()
+    for column, value in (
+        (deliveries.c.dag_id, dag_id),
+        (deliveries.c.run_id, run_id),
+        (deliveries.c.capture, capture),
+        (deliveries.c.endpoint, endpoint),
+    ):
+        if value is not None:
+            condition = condition & (column == value)
+    if dag_ids is not None:
+        condition = condition & deliveries.c.dag_id.in_(list(dag_ids))
+    if states is not None:
+        condition = condition & deliveries.c.state.in_(list(states))
+    if since is not None:
+        condition = condition & (deliveries.c.created_at >= since)
+    if until is not None:
+        condition = condition & (deliveries.c.created_at < until)
+    return condition
 
 
 def _due_candidates(*, skip_locked: bool, gated: bool) -> Any:
