@@ -5,7 +5,9 @@ Every 5 minutes, one task claims the ledger's due deliveries and sends each once
 on an exponential schedule, until it is delivered or reaches
 ``[flow_webhook] redelivery_max_age_seconds`` (3 days by default) and is marked dead.
 Several copies may run at once (on several hosts): claiming keeps them from sending the
-same delivery twice. ``flow-webhook redeliver --due`` does the same from a terminal.
+same delivery twice. Each run also purges delivered messages older than
+``[flow_webhook] retention_days``. ``airflow flow-webhooks dispatcher --once`` does the same
+from a terminal.
 """
 
 from __future__ import annotations

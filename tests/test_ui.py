@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +56,7 @@ from airflow_webhook_provider.face.plugins.page import (
     render_delivery,
     render_page,
 )
+from airflow_webhook_provider.face.plugins.rendering import STATIC_DIR
 from airflow_webhook_provider.get_provider_info import get_provider_info
 from airflow_webhook_provider.ledger import AttemptRecord, Delivery, EndpointHealth, Ledger
 from airflow_webhook_provider.receiver import RecordingReceiver, Reply
@@ -156,6 +158,33 @@ def _attempt(number: int, **changes: Any) -> AttemptRecord:
     return AttemptRecord(**values)
 
 
+def _health(key: str = "receiver", **changes: Any) -> EndpointHealth:
+    values: dict[str, Any] = {
+        "key": key,
+        "circuit": "closed",
+        "consecutive_failures": 0,
+        "failing_since": None,
+        "last_success_at": 1_767_225_000.0,
+        "last_failure_at": None,
+        "last_error": None,
+        "opened_at": None,
+        "opened_reason": None,
+        "probes": 0,
+        "next_probe_at": None,
+        "probe_until": None,
+        "disabled_at": None,
+        "disabled_reason": None,
+        "recovering": False,
+        "max_concurrency": None,
+        "rate_per_minute": None,
+        "tokens": None,
+        "tokens_at": None,
+        "updated_at": 1_767_225_600.0,
+    }
+    values.update(changes)
+    return EndpointHealth(**values)
+
+
 URLS = TabUrls(base="/flow-webhooks", dag_id="sales", run_id="manual__2026-01-01T00:00:00+00:00")
 
 
@@ -172,10 +201,30 @@ def _page(deliveries: list[Delivery], **changes: Any) -> str:
         "urls": URLS,
         "can_redeliver": True,
         "truncated": False,
-        "nonce": "n0nce",
     }
     arguments.update(changes)
     return render_page(**arguments)
+
+
+class _Tags(HTMLParser):
+    """Collect every start tag with its attributes, and the text inside ``<script>`` elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+        self.script_text = ""
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.script_text += data
 
 
 class TestPage:
@@ -224,11 +273,34 @@ class TestPage:
         names = re.findall(r'<td class="name"[^>]*>([^<]+)</td>', page)
         assert names == ["c-dead", "d-failed", "a-pending", "b-ok"]
 
-    def test_inline_style_and_script_carry_the_nonce(self) -> None:
-        page = _page([_delivery()])
-        assert '<style nonce="n0nce">' in page
-        assert '<script nonce="n0nce"' in page
-        assert f'data-csrf-header="{CSRF_HEADER}" data-csrf-value="{CSRF_VALUE}"' in page
+    def test_the_page_has_no_inline_script_or_style(self) -> None:
+        # What the Content-Security-Policy (script-src 'self'; style-src 'self') lets run: files only.
+        payload = '<script>alert(1)</script><img src=x onerror=alert(1) style="color: red">'
+        page = _page([_delivery(), _delivery(1, webhook=payload, last_error=payload)], truncated=True)
+        tags = _Tags()
+        tags.feed(page)
+        tags.close()
+        scripts = [attributes for tag, attributes in tags.found if tag == "script"]
+        assert scripts == [
+            {
+                "src": "/flow-webhooks/static/pages.js",
+                "data-csrf-header": CSRF_HEADER,
+                "data-csrf-value": CSRF_VALUE,
+            },
+            {"src": "/flow-webhooks/static/run.js"},
+        ]
+        assert tags.script_text == ""
+        stylesheets = [attributes for tag, attributes in tags.found if tag == "link"]
+        assert stylesheets == [{"rel": "stylesheet", "href": "/flow-webhooks/static/webhooks.css"}]
+        assert "style" not in {tag for tag, _ in tags.found}
+        assert not [
+            (tag, name)
+            for tag, attributes in tags.found
+            for name in attributes
+            if name == "style" or name.startswith("on")
+        ]
+        for url in (*(script["src"] for script in scripts), stylesheets[0]["href"]):
+            assert (STATIC_DIR / url.removeprefix("/flow-webhooks/static/")).is_file(), url
 
     @pytest.mark.parametrize(
         ("theme", "attribute"),
@@ -298,31 +370,12 @@ class TestPage:
         assert "dispatcher: 1 alive (dispatcher@host:1)" in dispatcher
 
     def test_lists_only_the_troubled_endpoints(self) -> None:
-        def health(key: str, **changes: Any) -> EndpointHealth:
-            values: dict[str, Any] = {
-                "key": key,
-                "circuit": "closed",
-                "consecutive_failures": 0,
-                "failing_since": None,
-                "last_success_at": 1_767_225_000.0,
-                "last_failure_at": None,
-                "last_error": None,
-                "opened_at": None,
-                "opened_reason": None,
-                "probes": 0,
-                "next_probe_at": None,
-                "probe_until": None,
-                "updated_at": 1_767_225_600.0,
-            }
-            values.update(changes)
-            return EndpointHealth(**values)
-
         page = _page(
             [_delivery()],
             endpoints=[
-                health("healthy"),
-                health("<b>streak</b>", consecutive_failures=2, failing_since=1_767_225_500.0),
-                health(
+                _health("healthy"),
+                _health("<b>streak</b>", consecutive_failures=2, failing_since=1_767_225_500.0),
+                _health(
                     "broken",
                     circuit="open",
                     consecutive_failures=3,
@@ -338,7 +391,7 @@ class TestPage:
         assert "&lt;b&gt;streak&lt;/b&gt;" in items[0] and "2 failure(s) in a row" in items[0]
         assert '<span class="mono">broken</span>' in items[1] and "circuit open" in items[1]
         assert "3 consecutive failures; last: HTTP 503" in items[1]
-        assert '<ul class="endpoints' not in _page([_delivery()], endpoints=[health("healthy")])
+        assert '<ul class="endpoints' not in _page([_delivery()], endpoints=[_health("healthy")])
 
 
 class TestRegistration:
@@ -351,13 +404,16 @@ class TestRegistration:
         found = {(e.name, e.value) for e in entry_points(group="airflow.plugins")}
         assert ("flow_webhooks", PLUGIN_CLASS.replace(".FlowWebhooksPlugin", ":FlowWebhooksPlugin")) in found
 
-    def test_the_tab_is_a_dag_run_external_view(self) -> None:
+    def test_the_tab_is_a_dag_run_external_view_and_the_overview_a_nav_entry(self) -> None:
         from airflow_webhook_provider.face.plugins.webhooks_tab import FlowWebhooksPlugin
 
-        (view,) = FlowWebhooksPlugin.external_views
-        assert view["destination"] == "dag_run"
-        assert view["name"] == "Webhooks"
-        assert view["href"] == "/flow-webhooks/run?dag_id={DAG_ID}&run_id={RUN_ID}"
+        views = {view["destination"]: view for view in FlowWebhooksPlugin.external_views}
+        assert sorted(views) == ["dag_run", "nav"]
+        assert views["dag_run"]["name"] == views["nav"]["name"] == "Webhooks"
+        assert views["dag_run"]["href"] == "/flow-webhooks/run?dag_id={DAG_ID}&run_id={RUN_ID}"
+        assert views["nav"]["href"] == "/flow-webhooks/overview"
+        for icon in ("icon", "icon_dark_mode"):
+            assert (STATIC_DIR / views["nav"][icon].removeprefix("/flow-webhooks/static/")).is_file()
         (app,) = FlowWebhooksPlugin.fastapi_apps
         assert app["url_prefix"] == "/flow-webhooks"
 
@@ -493,7 +549,8 @@ def _open_tab(driver: Any, tab: TabDeployment) -> Any:
 
     wait = WebDriverWait(driver, 30)
     driver.get(f"{tab.airflow.api_url}/dags/{DAG_ID}/runs/{quote(tab.run_id, safe='')}")
-    wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "Webhooks"))).click()
+    # The run's tab (the navigation's Webhooks entry links to /plugin/webhooks-overview).
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, 'a[href$="/plugin/webhooks"]'))).click()
     frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title=Webhooks]")))
     assert driver.current_url.endswith("/plugin/webhooks")
     return frame
@@ -695,6 +752,41 @@ def test_a_user_who_cannot_read_the_dag_gets_403(tab: TabDeployment) -> None:
         assert delivery_id not in response.text
     # The same user reads the tab once the DAG is theirs to read: the 403 is about this DAG.
     assert requests.get(tab.page_url, params=tab.params(), headers=tab.bearer("viewer"), timeout=30).ok
+
+
+@pytest.mark.airflow_components
+def test_the_page_runs_only_the_app_s_own_script_and_stylesheet(tab: TabDeployment) -> None:
+    page = requests.get(tab.page_url, params=tab.params(), headers=tab.bearer("viewer"), timeout=30)
+    assert page.status_code == 200, page.text
+    policy = dict(
+        directive.strip().split(" ", 1) for directive in page.headers["Content-Security-Policy"].split(";")
+    )
+    assert policy == {
+        "default-src": "'none'",
+        "script-src": "'self'",
+        "style-src": "'self'",
+        "connect-src": "'self'",
+        "img-src": "'self' data:",
+        "frame-ancestors": "'self'",
+        "base-uri": "'none'",
+        "form-action": "'none'",
+    }
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    # The page's own files, served without a session (they hold no data) and never sniffed.
+    for name, media_types in (
+        ("pages.js", {"text/javascript", "application/javascript"}),
+        ("run.js", {"text/javascript", "application/javascript"}),
+        ("webhooks.css", {"text/css"}),
+    ):
+        path = f"/flow-webhooks/static/{name}"
+        assert f'"{path}"' in page.text
+        served = requests.get(f"{tab.airflow.api_url}{path}", timeout=30)
+        assert served.status_code == 200, (name, served.text)
+        assert served.headers["Content-Type"].split(";")[0] in media_types, served.headers
+        assert served.headers["X-Content-Type-Options"] == "nosniff"
+        assert served.content == (STATIC_DIR / name).read_bytes()
+    missing = requests.get(f"{tab.airflow.api_url}/flow-webhooks/static/app.py", timeout=30)
+    assert missing.status_code == 404
 
 
 @pytest.mark.airflow_components

@@ -13,36 +13,32 @@ the auth manager decides per DAG: reading needs ``GET`` on the DAG's runs, redel
 ``PUT`` (edit) on them (refused: 403). A delivery is only reachable through the run it
 belongs to, so access to one DAG never reaches another DAG's deliveries.
 
-Redeliver changes state, so it is POST only and refuses what another site could send
-(403): it requires the ``X-Requested-With: flow-webhooks-tab`` header, which a cross-site
-form cannot set and a cross-origin script cannot send without a CORS preflight; an
-``Origin`` other than the API server's own; and a ``Sec-Fetch-Site`` other than
-``same-origin``. (The session cookie is ``SameSite=Lax``, which still lets a page on another
-port of the same host post with it: that is what these checks stop.)
-
-Pages carry a Content-Security-Policy that runs only the page's own inline script and
-style (by nonce), and may be framed only by the Airflow UI (``frame-ancestors 'self'``).
+The overview (:mod:`.overview`) adds ``/overview`` and its actions; ``/static`` serves the
+pages' stylesheet and scripts. Redeliver changes state, so it is POST only and refuses what
+another site could send (403), and every page carries a strict Content-Security-Policy:
+see :mod:`.common`.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from airflow_webhook_provider import config
-from airflow_webhook_provider.core.exceptions import FlowWebhookError
 from airflow_webhook_provider.delivery.pipeline import Pipeline
+from airflow_webhook_provider.face.plugins import overview
+from airflow_webhook_provider.face.plugins.common import (
+    PAGE_HEADERS,
+    StaticFilesNoSniff,
+    open_pipeline,
+    require_same_origin,
+)
 from airflow_webhook_provider.face.plugins.page import (
     ATTEMPTS_PAGE_SIZE,
-    CSRF_HEADER,
-    CSRF_VALUE,
     MAX_DELIVERIES,
     TabUrls,
     Theme,
@@ -51,9 +47,10 @@ from airflow_webhook_provider.face.plugins.page import (
     render_page,
     render_summary,
 )
+from airflow_webhook_provider.face.plugins.rendering import STATIC_DIR
 from airflow_webhook_provider.ledger import Delivery, Ledger, LedgerError
 
-__all__ = ["app", "require_same_origin"]
+__all__ = ["app"]
 
 log = logging.getLogger(__name__)
 
@@ -70,52 +67,12 @@ DeliveryId = Annotated[str, Query(min_length=1, description="the delivery")]
 app = FastAPI(title="Flow webhooks tab", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def _is_own_origin(origin: str, request: Request) -> bool:
-    """Whether ``origin`` is the API server itself: as the browser reached it, or as ``[api] base_url`` names it."""
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return False
-    if parts.netloc == request.headers.get("host"):
-        return True
-    base = urlsplit(config.base_url())
-    return bool(base.netloc) and (parts.scheme, parts.netloc) == (base.scheme, base.netloc)
-
-
-def require_same_origin(request: Request) -> None:
-    """Refuse a state-changing request that a page of another site could have sent.
-
-    :raises HTTPException: 403 when the request lacks the tab's header, or comes from another origin.
-    """
-    if request.headers.get(CSRF_HEADER) != CSRF_VALUE:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"Refused: the request lacks the header {CSRF_HEADER}: {CSRF_VALUE}, which the Webhooks tab "
-            "sends and a form on another site cannot.",
-        )
-    fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site != "same-origin":
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"Refused: the browser marked this request {fetch_site} (Sec-Fetch-Site); redeliver from the "
-            "Webhooks tab of the Airflow UI.",
-        )
-    origin = request.headers.get("origin")
-    if origin is not None and not _is_own_origin(origin, request):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"Refused: the request comes from {origin}, not from this Airflow API server.",
-        )
-
-
-def _pipeline() -> Pipeline:
-    try:
-        return Pipeline.from_config(require_ledger=True)
-    except FlowWebhookError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+app.mount("/static", StaticFilesNoSniff(directory=STATIC_DIR), name="static")
+app.include_router(overview.router)
 
 
 def _ledger(pipeline: Pipeline) -> Ledger:
-    assert pipeline.ledger is not None  # from_config(require_ledger=True)
+    assert pipeline.ledger is not None  # open_pipeline() requires a ledger
     return pipeline.ledger
 
 
@@ -141,28 +98,14 @@ def _may_redeliver(request: Request, user: Any) -> bool:
     return True
 
 
-def _headers(nonce: str | None = None) -> dict[str, str]:
-    code = f"'nonce-{nonce}'" if nonce else "'none'"
-    return {
-        "Content-Security-Policy": (
-            f"default-src 'none'; script-src {code}; style-src {code}; connect-src 'self'; img-src 'self' data:; "
-            "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
-        ),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "same-origin",
-        "Cache-Control": "no-store",
-    }
-
-
 @app.get("/run", response_class=HTMLResponse, dependencies=[Depends(_can_read)])
 def run_page(
     request: Request, user: GetUserDep, dag_id: DagId, run_id: RunId, theme: Theme | None = None
 ) -> HTMLResponse:
     """Return the Webhooks tab of one DAG run."""
-    pipeline = _pipeline()
+    pipeline = open_pipeline()
     ledger = _ledger(pipeline)
     rows = ledger.deliveries(dag_id=dag_id, run_id=run_id, limit=MAX_DELIVERIES + 1)
-    nonce = secrets.token_urlsafe(18)
     page = render_page(
         mode=pipeline.mode(),
         endpoints=ledger.endpoint_health(sorted({row.endpoint for row in rows})),
@@ -172,10 +115,9 @@ def run_page(
         urls=_urls(request, dag_id, run_id),
         can_redeliver=_may_redeliver(request, user),
         truncated=len(rows) > MAX_DELIVERIES,
-        nonce=nonce,
         theme=theme,
     )
-    return HTMLResponse(page, headers=_headers(nonce))
+    return HTMLResponse(page, headers=PAGE_HEADERS)
 
 
 @app.get("/run/attempts", response_class=HTMLResponse, dependencies=[Depends(_can_read)])
@@ -187,7 +129,7 @@ def attempts_page(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> HTMLResponse:
     """Return one page of a delivery's attempts, newest first."""
-    ledger = _ledger(_pipeline())
+    ledger = _ledger(open_pipeline())
     delivery = _delivery_of_run(ledger, delivery_id, dag_id, run_id)
     newest_first = ledger.attempts(delivery_id)[::-1]
     end = offset + ATTEMPTS_PAGE_SIZE
@@ -199,7 +141,7 @@ def attempts_page(
         more_url=more,
         same_day_as=delivery.created_at,
     )
-    return HTMLResponse(fragment, headers=_headers())
+    return HTMLResponse(fragment, headers=PAGE_HEADERS)
 
 
 @app.post("/run/redeliver", dependencies=[Depends(_can_edit), Depends(require_same_origin)])
@@ -211,7 +153,7 @@ def redeliver(
     With a dispatcher alive, the dispatcher sends it and this waits for its answer; the API
     server sends it itself only when no dispatcher runs.
     """
-    pipeline = _pipeline()
+    pipeline = open_pipeline()
     ledger = _ledger(pipeline)
     _delivery_of_run(ledger, delivery_id, dag_id, run_id)
     try:
@@ -242,5 +184,5 @@ def redeliver(
             "html": render_delivery(delivery, urls=_urls(request, dag_id, run_id), can_redeliver=True),
             "summary_html": render_summary(run[:MAX_DELIVERIES], truncated=len(run) > MAX_DELIVERIES),
         },
-        headers=_headers(),
+        headers=PAGE_HEADERS,
     )

@@ -1,4 +1,4 @@
-"""The provider's plugin: the listeners that capture every end, and the Webhooks tab of a DAG run.
+"""The provider's plugin: the listeners that capture every end, the Webhooks tab of a DAG run, the overview.
 
 ``FlowWebhooksPlugin`` registers the listeners of :mod:`airflow_webhook_provider.capture.listeners`
 (the capture path that sees runs ended by hand, in the scheduler and the API server), and
@@ -9,7 +9,9 @@ contributes two things to Airflow's UI plugins:
   ``airflow_webhook_provider.face.plugins.app`` for its routes and access control);
 * an external view with ``destination: "dag_run"``, which the Airflow UI shows as a
   **Webhooks** tab on every DAG run page, in a same-origin iframe whose URL is ``href``
-  with ``{DAG_ID}`` and ``{RUN_ID}`` filled in; the UI session cookie authenticates it.
+  with ``{DAG_ID}`` and ``{RUN_ID}`` filled in; the UI session cookie authenticates it;
+* an external view with ``destination: "nav"``, a top-level **Webhooks** entry of the UI's
+  navigation that opens the overview of every DAG (``/flow-webhooks/overview``).
 
 Airflow loads plugins in every component, task processes included, but only the API
 server serves the app; so this module imports neither FastAPI nor Airflow's API code,
@@ -57,7 +59,7 @@ def _api_root_path() -> str:
 
 
 class FlowWebhooksPlugin(AirflowPlugin):
-    """The provider's plugin: the Webhooks tab, and the listeners that capture every run end."""
+    """The provider's plugin: the Webhooks tab and overview, and the listeners that capture every run end."""
 
     # Airflow reads these class attributes (declared on AirflowPlugin as plain lists).
     name = "flow_webhooks"
@@ -71,5 +73,14 @@ class FlowWebhooksPlugin(AirflowPlugin):
             "href": f"{_api_root_path()}{URL_PREFIX}/run?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
             "destination": "dag_run",
             "url_route": "webhooks",
-        }
+        },
+        {
+            "name": "Webhooks",
+            "href": f"{_api_root_path()}{URL_PREFIX}/overview",
+            "destination": "nav",
+            "url_route": "webhooks-overview",
+            "nav_top_level": True,
+            "icon": f"{_api_root_path()}{URL_PREFIX}/static/webhooks.svg",
+            "icon_dark_mode": f"{_api_root_path()}{URL_PREFIX}/static/webhooks-dark.svg",
+        },
     ]

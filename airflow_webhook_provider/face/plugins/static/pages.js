@@ -1,0 +1,53 @@
+// What the provider's pages share (templates/base.html loads it before a page's own script):
+// follow the Airflow UI's colour mode, and window.flowWebhooks with
+//   tell(text, bad)          show a message in the page's #notice;
+//   fetchText(url, options)  fetch from the app with the session cookie, throwing "status: detail";
+//   post(url)                POST with the header every state-changing request must carry, read as JSON.
+// The <script> tag carries that header (data-csrf-header, data-csrf-value).
+(function () {
+  "use strict";
+  const script = document.currentScript;
+  const csrf = {[script.dataset.csrfHeader]: script.dataset.csrfValue};
+  const root = document.documentElement;
+
+  // Inside the Airflow UI (a same-origin iframe) follow its light/dark mode, unless ?theme= fixed one.
+  if (!root.hasAttribute("data-theme")) {
+    const follow = function () {
+      try {
+        const outer = window.parent.document.documentElement;
+        if (outer === root) return;
+        const mode = outer.classList.contains("dark") ? "dark" : outer.classList.contains("light") ? "light" : "";
+        if (mode) root.setAttribute("data-theme", mode); else root.removeAttribute("data-theme");
+      } catch (error) { /* not framed by the Airflow UI: prefers-color-scheme decides */ }
+    };
+    follow();
+    try {
+      new MutationObserver(follow).observe(window.parent.document.documentElement,
+        {attributes: true, attributeFilter: ["class", "style"]});
+    } catch (error) { /* see above */ }
+  }
+
+  function tell(text, bad) {
+    const notice = document.getElementById("notice");
+    notice.textContent = text;
+    notice.classList.toggle("bad", Boolean(bad));
+    notice.hidden = false;
+  }
+
+  async function fetchText(url, options) {
+    const response = await fetch(url, Object.assign({credentials: "same-origin"}, options));
+    const text = await response.text();
+    if (!response.ok) {
+      let detail = text;
+      try { detail = JSON.parse(text).detail || text; } catch (error) { /* not JSON */ }
+      throw new Error(response.status + ": " + detail);
+    }
+    return text;
+  }
+
+  async function post(url) {
+    return JSON.parse(await fetchText(url, {method: "POST", headers: csrf}));
+  }
+
+  window.flowWebhooks = Object.freeze({tell: tell, fetchText: fetchText, post: post});
+})();
