@@ -106,8 +106,11 @@ FlowWebhooks(*[FlowWebhook(name=f"w{{i}}", conn_id="receiver", on="success") for
 
 
 def test_all_webhooks_of_one_event_are_in_flight_together(dag_file, receiver, connect):
-    """Each answer takes 0.5 s; a sequential sender would never have two requests open at once."""
-    connect("receiver")
+    """Each answer takes 0.5 s; a sequential sender would never have two requests open at once.
+
+    The connection allows 30 requests at once; its default limit (10) is tested with the limits.
+    """
+    connect("receiver", max_concurrency=30)
     receiver.default = Reply(200, delay_seconds=0.5)
     dag_file(FAN_OUT_DAG.format(dag_id="fan_out", count=30)).dag.test()
     requests = receiver.wait_for(30, timeout=30)

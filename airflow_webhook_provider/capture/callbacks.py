@@ -9,7 +9,8 @@ installs two kinds of callback, both backed by one :class:`WebhookRegistry` per 
 - :class:`RunEndCallback` on the DAG (runs in the DAG processor): one message per
   webhook without ``outputs`` whose ``on`` matches the run's state, and the run-end
   reconciliation of every selected output (``upstream_failed`` outputs have no task
-  callback; outputs set by hand have none either).
+  callback; outputs set by hand have none either). Its webhooks are the DAG file's and
+  those defined in the UI.
 
 Callbacks record their messages in the ledger through the pipeline, which sends them
 inline only when no dispatcher is alive. Delivery ids are deterministic, so whichever
@@ -31,7 +32,7 @@ from airflow_webhook_provider.capture.context import (
     logical_date_of,
     task_states,
 )
-from airflow_webhook_provider.capture.definitions import record_definitions
+from airflow_webhook_provider.capture.definitions import merge, record_definitions, ui_webhooks
 from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
 from airflow_webhook_provider.core.exceptions import InvalidWebhookDefinition
 from airflow_webhook_provider.core.selection import for_output, for_run, reconcile, selected_outputs
@@ -173,6 +174,12 @@ class RunEndCallback(_WebhookCallback):
             "job_url": job_url(settings.base_url, dag_id, run_id),
         }
         webhooks = self.registry.webhooks
+        if ledger is not None:
+            webhooks = merge(
+                webhooks,
+                _safely("reading the UI-defined webhooks", lambda: ui_webhooks(ledger, dag_id)) or (),
+                dag_id=dag_id,
+            )
         messages = [
             message_for(
                 webhook,
@@ -186,7 +193,9 @@ class RunEndCallback(_WebhookCallback):
         if ledger is not None:
             _safely(
                 "recording the DAG's definitions",
-                lambda: record_definitions(ledger, dag_id, webhooks, recorded_by=owner_name("dag-processor")),
+                lambda: record_definitions(
+                    ledger, dag_id, self.registry.webhooks, recorded_by=owner_name("dag-processor")
+                ),
             )
         outputs = selected_outputs(webhooks)
         if outputs:

@@ -175,20 +175,14 @@ class CaptureWriter:
         return due
 
     def _attempt(self, fact: Fact, *, deadline: float) -> None:
-        """Record a fact; one whose DAG's definitions are not recorded yet waits (a task may be recording them)."""
+        """Record a fact; one whose DAG's file definitions are not recorded yet waits (a task may be recording them)."""
         try:
-            if self.record(fact):
+            last_chance = time.monotonic() >= deadline
+            if self.record(fact, without_file_definitions=last_chance):
                 self._done()
-            elif time.monotonic() < deadline:
+            elif not last_chance:
                 self._waiting.append((deadline, fact))
             else:
-                log.warning(
-                    "Flow webhooks: %s of DAG %s ended, but no webhook definitions of this DAG are recorded "
-                    "(none of its tasks has started since the provider was installed); only its DAG-level "
-                    "callback can send its messages",
-                    fact.run_id,
-                    fact.dag_id,
-                )
                 self._done()
         except Exception as exc:
             log.error(
@@ -215,23 +209,39 @@ class CaptureWriter:
             self._state = (settings, ledger, DefinitionCache(ledger))
         return self._state
 
-    def record(self, fact: Fact) -> bool:
-        """Record the messages a fact calls for; return False when the DAG's definitions are not recorded.
+    def record(self, fact: Fact, *, without_file_definitions: bool = False) -> bool:
+        """Record the messages a fact calls for; return False when the DAG file's definitions are not recorded.
 
         The writer thread calls it.
+
+        :param without_file_definitions: record with the UI-defined webhooks alone when the
+            file's are not recorded (the fact waited long enough for them), and say so.
         """
         from airflow_webhook_provider.capture.context import job_url
+        from airflow_webhook_provider.capture.definitions import merge, ui_webhooks
         from airflow_webhook_provider.core.definitions import JobEvent
         from airflow_webhook_provider.core.selection import for_output, for_run, reconcile
         from airflow_webhook_provider.core.states import CaptureSource
         from airflow_webhook_provider.delivery.pipeline import message_for
 
         settings, ledger, definitions = self._context()
-        webhooks = definitions.get(fact.dag_id, fresh=fact.dag_id in self._missing)
-        if webhooks is None:
-            self._missing.add(fact.dag_id)
-            return False
+        code = definitions.get(fact.dag_id, fresh=fact.dag_id in self._missing)
+        if code is None:
+            if not without_file_definitions:
+                self._missing.add(fact.dag_id)
+                return False
+            log.warning(
+                "Flow webhooks: %s of DAG %s ended, but the webhooks of its DAG file are not recorded "
+                "(none of its tasks has started since the provider was installed); only its UI-defined "
+                "webhooks and its DAG-level callback can send messages",
+                fact.run_id,
+                fact.dag_id,
+            )
+            code = ()
         self._missing.discard(fact.dag_id)
+        webhooks = merge(code, ui_webhooks(ledger, fact.dag_id), dag_id=fact.dag_id)
+        if not webhooks:
+            return True
         common = {
             "flow_id": fact.dag_id,
             "job_id": fact.run_id,

@@ -55,6 +55,7 @@ __all__ = [
     "check_limits",
     "definition_file_schema",
     "event_for_state",
+    "parse_definition_text",
 ]
 
 Trigger = Literal["success", "failure", "any"]
@@ -423,8 +424,7 @@ _FIELD_ORDER = tuple(FlowWebhook.model_fields)
 def _definition_error(exc: ValidationError, data: Mapping[str, Any]) -> InvalidWebhookDefinition:
     name = data.get("name") if isinstance(data.get("name"), str) and data.get("name") else None
     label = f"flow webhook {name!r}" if name else "flow webhook (unnamed)"
-    problems: list[str] = []
-    first_field: str | None = None
+    problems: list[tuple[str, str]] = []
     for error in exc.errors(include_url=False, include_input=False):
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, _FieldProblem):
@@ -437,9 +437,11 @@ def _definition_error(exc: ValidationError, data: Mapping[str, Any]) -> InvalidW
             message = "is required"
         else:
             message = str(cause) if cause is not None else error["msg"]
-        first_field = first_field or field
-        problems.append(f"field {field!r}: {message}")
-    return InvalidWebhookDefinition(f"{label}: {'; '.join(problems)}", webhook=name, field=first_field)
+        problems.append((field, message))
+    text = "; ".join(f"field {field!r}: {message}" for field, message in problems)
+    return InvalidWebhookDefinition(
+        f"{label}: {text}", webhook=name, field=problems[0][0] if problems else None, problems=problems
+    )
 
 
 def _check_text(field: str, value: str) -> None:
@@ -512,8 +514,28 @@ class WebhookSet:
             raise InvalidWebhookDefinition(
                 f"{source}: is not UTF-8 text (byte {exc.start}); save it as UTF-8"
             ) from None
+        return cls.from_text(text, file_format=_file_format(file, text), source=source, limits=limits)
+
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        *,
+        file_format: FileFormat | None = None,
+        source: str = "definitions",
+        limits: Limits | None = None,
+    ) -> Self:
+        """Load the definitions of a definition file's text (an upload, a request body).
+
+        :param file_format: ``yaml`` or ``json``; by default JSON when the text starts with
+            ``{`` or ``[``, YAML otherwise.
+        :param source: what the text is, for the start of every line of an error.
+        :param limits: also check the administrator's limits.
+        :raises InvalidWebhookDefinition: one line per problem found; ``problems`` lists them
+            by field (``webhooks[2].body``).
+        """
         return cls.from_mapping(
-            _parse_definitions(text, _file_format(file, text), source), source=source, limits=limits
+            parse_definition_text(text, file_format, source), source=source, limits=limits
         )
 
     @classmethod
@@ -556,7 +578,10 @@ class WebhookSet:
             except InvalidWebhookDefinition as exc:
                 problems.append(
                     InvalidWebhookDefinition(
-                        f"webhooks[{index}]: {exc}", webhook=exc.webhook, field=exc.field
+                        f"webhooks[{index}]: {exc}",
+                        webhook=exc.webhook,
+                        field=exc.field,
+                        problems=[(f"webhooks[{index}].{field}", message) for field, message in exc.problems],
                     )
                 )
         if limits is not None:
@@ -578,6 +603,7 @@ class WebhookSet:
                 "\n".join(f"{source}: {problem}" for problem in problems),
                 webhook=problems[0].webhook,
                 field=problems[0].field,
+                problems=[found for problem in problems for found in problem.problems],
             )
         return cls(*webhooks)
 
@@ -773,7 +799,16 @@ def _file_format(path: Path, text: str) -> FileFormat:
     return "json" if text.lstrip().startswith(("{", "[")) else "yaml"
 
 
-def _parse_definitions(text: str, file_format: FileFormat, source: str) -> Any:
+def parse_definition_text(
+    text: str, file_format: FileFormat | None = None, source: str = "definitions"
+) -> Any:
+    """Return the parsed contents of a definition file's text, unchecked (see :meth:`WebhookSet.from_mapping`).
+
+    :param file_format: ``yaml`` or ``json``; by default JSON when the text starts with ``{`` or ``[``.
+    :raises InvalidWebhookDefinition: when the text is not valid YAML or JSON.
+    """
+    if file_format is None:
+        file_format = "json" if text.lstrip().startswith(("{", "[")) else "yaml"
     if file_format == "json":
         try:
             return json.loads(text, object_pairs_hook=_json_object)

@@ -19,6 +19,8 @@ result that says what happened, because a failing receiver must never fail a tas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "FlowWebhookError",
     "InvalidConnection",
@@ -41,13 +43,25 @@ class InvalidWebhookDefinition(FlowWebhookError, ValueError):
 
     :param message: what is wrong and how to fix it.
     :param webhook: the name of the webhook, when known.
-    :param field: the field that is wrong, when known.
+    :param field: the (first) field that is wrong, when known.
+    :param problems: every ``(field, what is wrong and the fix)`` found, for a form to show
+        each beside its field; one problem of ``field`` when not given.
     """
 
-    def __init__(self, message: str, *, webhook: str | None = None, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        webhook: str | None = None,
+        field: str | None = None,
+        problems: Sequence[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.webhook = webhook
         self.field = field
+        self.problems: tuple[tuple[str, str], ...] = (
+            tuple(problems) if problems is not None else ((field or "definition", message),)
+        )
 
 
 class InvalidConnection(FlowWebhookError, ValueError):

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConnectionExtras",
     "Endpoint",
+    "connection_problem",
     "endpoint_from_connection",
     "resolve_endpoint",
     "url_endpoint",
@@ -469,3 +470,24 @@ def url_endpoint(url: str, settings: Settings) -> Endpoint:
     return Endpoint(
         url=url, name="url", key=endpoint_key(None, url), egress=settings.egress, proxy=settings.proxy
     )
+
+
+def connection_problem(conn_id: str, settings: Settings) -> str | None:
+    """Return what is wrong with a ``flow_webhook`` connection (missing, another type, misconfigured), or None.
+
+    The answer names the connection and the fix, never a secret.
+    """
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return f"there is no connection {conn_id!r}; create a Flow Webhook connection of that id in Admin → Connections"
+    if conn.conn_type != "flow_webhook":
+        return f"connection {conn_id!r} is of type {conn.conn_type!r}; pick a Flow Webhook (flow_webhook) connection"
+    try:
+        endpoint_from_connection(conn, settings)
+    except InvalidConnection as exc:
+        return str(exc)
+    return None

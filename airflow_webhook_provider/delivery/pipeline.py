@@ -141,24 +141,42 @@ def _event_of(job_status: str) -> str:
     return str(event) if event is not None else job_status
 
 
-def test_message(conn_id: str) -> NewDelivery:
-    """Return the ledger record of a test message through a connection (``$jobId`` and ``$jobStatus`` are ``test``)."""
+def test_message(
+    conn_id: str | None = None, *, webhook: FlowWebhook | None = None, dag_id: str = ""
+) -> NewDelivery:
+    """Return the ledger record of a test message: through a connection, or as one webhook would send it.
+
+    Every reference has a test value (``$jobId`` and ``$jobStatus`` are ``test``); with a
+    webhook, ``$flowId`` is its DAG and ``$outputName`` its first output, and the message
+    has the webhook's own method, headers, query and body.
+
+    :param conn_id: the connection (the connection's Test button); ignored with ``webhook``.
+    :param webhook: the webhook whose message to test.
+    :param dag_id: the webhook's DAG.
+    """
     identifier = random_delivery_id()
+    event = TEST_EVENT
+    if webhook is not None:
+        conn_id = webhook.conn_id
+        output = webhook.outputs[0] if webhook.outputs else ""
+        event = JobEvent(flow_id=dag_id or "test", job_id="test", job_status="test", output_name=output)
+    name = webhook.name if webhook is not None else "test"
+    target_url = webhook.url if webhook is not None else None
     return NewDelivery(
         id=identifier,
-        dag_id="",
+        dag_id=dag_id,
         run_id="",
         clear_number=0,
         output_name="",
-        webhook="test",
+        webhook=name,
         event=str(Event.TEST),
         job_status="test",
         capture=CaptureSource.TEST,
         conn_id=conn_id,
-        target_url=None,
-        endpoint=endpoint_key(conn_id, None),
-        definition=None,
-        refs=TEST_EVENT.references(webhook_name="test", delivery_id=identifier),
+        target_url=target_url,
+        endpoint=endpoint_key(conn_id, target_url),
+        definition=webhook.model_dump_json(exclude_defaults=True) if webhook is not None else None,
+        refs=event.references(webhook_name=name, delivery_id=identifier),
         event_at=time.time(),
     )
 
@@ -550,12 +568,22 @@ class Pipeline:
                 return SendReport(before.id, False, row.state if row else "", None, None, None, "queued")
             time.sleep(0.1)
 
-    def test(self, conn_id: str, *, wait_seconds: float = 40.0) -> SendReport:
-        """Record and send one test message through a connection (the Test button).
+    def test(
+        self,
+        conn_id: str | None = None,
+        *,
+        webhook: FlowWebhook | None = None,
+        dag_id: str = "",
+        wait_seconds: float = 40.0,
+    ) -> SendReport:
+        """Record and send one test message: through a connection (its Test button), or as a webhook would.
+
+        See :func:`test_message`. It goes through the egress policy and is signed like any
+        message; the dispatcher sends it when one is alive, this process otherwise.
 
         :raises LedgerError: when the ledger cannot be used.
         """
-        message = test_message(conn_id)
+        message = test_message(conn_id, webhook=webhook, dag_id=dag_id)
         self._ledger().record([message])
         report = self.send_now(message.id, wait_seconds=wait_seconds)
         assert report is not None  # just recorded

@@ -15,7 +15,12 @@ from airflow_webhook_provider import config
 from airflow_webhook_provider.core.exceptions import InvalidConnection
 from airflow_webhook_provider.ledger.store import (
     AttemptRecord,
+    AuditRecord,
     Built,
+    CodeDefinitions,
+    DefinitionChange,
+    DefinitionConflict,
+    DefinitionNotFound,
     Delivery,
     DispatcherRecord,
     EndpointHealth,
@@ -24,11 +29,17 @@ from airflow_webhook_provider.ledger.store import (
     NewDelivery,
     Outcome,
     OutcomeReport,
+    UiDefinition,
 )
 
 __all__ = [
     "AttemptRecord",
+    "AuditRecord",
     "Built",
+    "CodeDefinitions",
+    "DefinitionChange",
+    "DefinitionConflict",
+    "DefinitionNotFound",
     "Delivery",
     "DispatcherRecord",
     "EndpointHealth",
@@ -37,6 +48,7 @@ __all__ = [
     "NewDelivery",
     "Outcome",
     "OutcomeReport",
+    "UiDefinition",
     "ledger_url",
     "open_ledger",
 ]

@@ -19,6 +19,11 @@ because they are needed to send a message and credentials are refused in them.
 - ``flow_webhook_run_ends``: each run end a listener captured, with its task instances'
   states at that moment, so a DAG-level callback that runs late reconciles the outputs
   from those states, not from a rerun's.
+- ``flow_webhook_ui_definitions``: the webhooks defined in the Airflow UI (the DAG's
+  Webhooks tab and its API), the current version of each; never a secret (a UI webhook
+  names a connection).
+- ``flow_webhook_definition_audit``: every change to them: who, when, through what, and
+  the definition before and after.
 """
 
 from __future__ import annotations
@@ -42,16 +47,18 @@ __all__ = [
     "alerts",
     "attempts",
     "code_definitions",
+    "definition_audit",
     "deliveries",
     "dispatchers",
     "endpoints",
     "metadata",
     "run_ends",
     "schema_info",
+    "ui_definitions",
 ]
 
 #: The version this release writes; ``Ledger.ensure_schema`` migrates older ledgers to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -187,4 +194,36 @@ alerts = Table(
     Column("key", String(400), primary_key=True),  # "<event>:<endpoint>"
     Column("last_sent_at", Float, nullable=False),
     Column("suppressed", Integer, nullable=False, default=0),  # held back since, counted in the next one
+)
+
+ui_definitions = Table(
+    "flow_webhook_ui_definitions",
+    metadata,
+    Column("dag_id", String(250), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("version", Integer, nullable=False),  # 1 when created, one more with every change
+    Column(
+        "definition", Text, nullable=False
+    ),  # the FlowWebhook's fields (JSON), as a definition file lists them
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(250), nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(250), nullable=False),
+)
+
+definition_audit = Table(
+    "flow_webhook_definition_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),  # the version the change made (deleted: the last one)
+    Column("action", String(16), nullable=False),  # created | updated | deleted
+    Column("actor", String(250), nullable=False),  # the Airflow user, or the CLI's user@host
+    Column("via", String(16), nullable=False),  # api | import | cli
+    Column("at", Float, nullable=False),
+    Column("changed", Text, nullable=False),  # JSON list of the fields that changed
+    Column("before", Text),  # the definition before (JSON); NULL when created
+    Column("after", Text),  # the definition after (JSON); NULL when deleted
+    Index("ix_flow_webhook_definition_audit_dag", "dag_id", "at"),
 )

@@ -54,18 +54,25 @@ from airflow_webhook_provider.ledger.schema import (
     alerts,
     attempts,
     code_definitions,
+    definition_audit,
     deliveries,
     dispatchers,
     endpoints,
     metadata,
     run_ends,
     schema_info,
+    ui_definitions,
 )
 
 __all__ = [
     "NOTIFY_CHANNEL",
     "AttemptRecord",
+    "AuditRecord",
     "Built",
+    "CodeDefinitions",
+    "DefinitionChange",
+    "DefinitionConflict",
+    "DefinitionNotFound",
     "Delivery",
     "DispatcherRecord",
     "EndpointHealth",
@@ -74,6 +81,7 @@ __all__ = [
     "NewDelivery",
     "Outcome",
     "OutcomeReport",
+    "UiDefinition",
     "engine_for",
 ]
 
@@ -88,6 +96,88 @@ NOTIFY_CHANNEL = "flow_webhook_pending"
 
 class LedgerError(FlowWebhookError):
     """The ledger cannot be opened, is newer than this release, or refuses an operation."""
+
+
+class DefinitionNotFound(LedgerError):
+    """No UI-defined webhook of that name for that DAG."""
+
+
+class DefinitionConflict(LedgerError):
+    """A UI-defined webhook exists already, or changed since the version the change was based on."""
+
+
+@dataclass(frozen=True)
+class CodeDefinitions:
+    """A DAG's code-defined webhooks, as the process that parsed its file last recorded them.
+
+    :param definitions: the definition file's mapping (JSON).
+    :param recorded_by: ``role@host:pid`` of that process (a task runner, the DAG processor).
+    """
+
+    dag_id: str
+    digest: str
+    definitions: str
+    recorded_at: float
+    recorded_by: str
+
+
+@dataclass(frozen=True)
+class UiDefinition:
+    """The current version of one webhook defined in the Airflow UI.
+
+    :param definition: the ``FlowWebhook`` fields, as a definition file lists them.
+    """
+
+    dag_id: str
+    name: str
+    version: int
+    definition: dict[str, Any]
+    created_at: float
+    created_by: str
+    updated_at: float
+    updated_by: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready view."""
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class DefinitionChange:
+    """One change to a DAG's UI-defined webhooks.
+
+    :param name: the webhook.
+    :param definition: its new fields; None deletes it.
+    :param mode: ``create`` (refused when it exists), ``update`` (refused when it does not),
+        ``upsert`` (either), or ``delete``.
+    :param expected_version: refuse the change unless the stored version is this one.
+    """
+
+    name: str
+    definition: dict[str, Any] | None
+    mode: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One change to a UI-defined webhook: who, when, through what, and what changed."""
+
+    id: int
+    dag_id: str
+    name: str
+    version: int
+    action: str
+    actor: str
+    via: str
+    at: float
+    changed: list[str]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready view."""
+        return dict(vars(self))
 
 
 @dataclass(frozen=True)
@@ -1208,6 +1298,115 @@ class Ledger:
                 (key, int(count), now - float(oldest)) for key, count, oldest in connection.execute(query)
             ]
 
+    # -- webhooks defined in the UI ------------------------------------------------------
+
+    def ui_definitions(self, dag_id: str) -> list[UiDefinition]:
+        """Return a DAG's UI-defined webhooks (their current versions), by name."""
+        query = (
+            select(ui_definitions).where(ui_definitions.c.dag_id == dag_id).order_by(ui_definitions.c.name)
+        )
+        with self.engine.connect() as connection:
+            return [_ui_definition(row._mapping) for row in connection.execute(query)]
+
+    def change_ui_definitions(
+        self, dag_id: str, changes: Sequence[DefinitionChange], *, actor: str, via: str
+    ) -> list[UiDefinition | None]:
+        """Apply changes to a DAG's UI-defined webhooks, all or none, each with its audit row.
+
+        :param actor: who changes them (the Airflow user).
+        :param via: through what (``api``, ``import``, ``cli``).
+        :return: each webhook after its change (None once deleted), in the order of ``changes``.
+        :raises DefinitionNotFound: when an update or delete names a webhook that does not exist.
+        :raises DefinitionConflict: when a create names one that exists, or a version does not match.
+        """
+        now = time.time()
+        results: list[UiDefinition | None] = []
+        with self._transaction() as connection:
+            for change in changes:
+                key = (ui_definitions.c.dag_id == dag_id) & (ui_definitions.c.name == change.name)
+                row = connection.execute(select(ui_definitions).where(key)).first()
+                current = _ui_definition(row._mapping) if row is not None else None
+                _check_change(dag_id, change, current)
+                before = current.definition if current is not None else None
+                if change.definition is None:
+                    assert current is not None  # _check_change refuses deleting what does not exist
+                    connection.execute(ui_definitions.delete().where(key))
+                    version, action = current.version, "deleted"
+                    results.append(None)
+                else:
+                    text_value = json.dumps(change.definition, sort_keys=True)
+                    if current is None:
+                        version, action = 1, "created"
+                        connection.execute(
+                            insert(ui_definitions).values(
+                                dag_id=dag_id,
+                                name=change.name,
+                                version=version,
+                                definition=text_value,
+                                created_at=now,
+                                created_by=actor,
+                                updated_at=now,
+                                updated_by=actor,
+                            )
+                        )
+                    else:
+                        version, action = current.version + 1, "updated"
+                        connection.execute(
+                            update(ui_definitions)
+                            .where(key)
+                            .values(version=version, definition=text_value, updated_at=now, updated_by=actor)
+                        )
+                    results.append(
+                        UiDefinition(
+                            dag_id=dag_id,
+                            name=change.name,
+                            version=version,
+                            definition=json.loads(text_value),
+                            created_at=current.created_at if current else now,
+                            created_by=current.created_by if current else actor,
+                            updated_at=now,
+                            updated_by=actor,
+                        )
+                    )
+                connection.execute(
+                    insert(definition_audit).values(
+                        dag_id=dag_id,
+                        name=change.name,
+                        version=version,
+                        action=action,
+                        actor=actor,
+                        via=via,
+                        at=now,
+                        changed=json.dumps(_changed_fields(before, change.definition)),
+                        before=json.dumps(before, sort_keys=True) if before is not None else None,
+                        after=json.dumps(change.definition, sort_keys=True)
+                        if change.definition is not None
+                        else None,
+                    )
+                )
+        return results
+
+    def definition_audit(
+        self, dag_id: str, *, name: str | None = None, limit: int = 200
+    ) -> list[AuditRecord]:
+        """Return the changes to a DAG's UI-defined webhooks (one webhook's, with ``name``), newest first."""
+        query = select(definition_audit).where(definition_audit.c.dag_id == dag_id)
+        if name is not None:
+            query = query.where(definition_audit.c.name == name)
+        query = query.order_by(definition_audit.c.at.desc(), definition_audit.c.id.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [
+                AuditRecord(
+                    **{
+                        **row._mapping,
+                        "changed": json.loads(row.changed),
+                        "before": json.loads(row.before) if row.before is not None else None,
+                        "after": json.loads(row.after) if row.after is not None else None,
+                    }
+                )
+                for row in connection.execute(query)
+            ]
+
     # -- what capture needs beyond messages ----------------------------------------------
 
     def code_definitions_digest(self, dag_id: str) -> str | None:
@@ -1236,14 +1435,12 @@ class Ledger:
                     self._insert_ignoring_duplicates(code_definitions).values(dag_id=dag_id, **row)
                 )
 
-    def code_definitions(self, dag_id: str) -> tuple[str, str] | None:
-        """Return ``(digest, definitions JSON)`` of a DAG's code-defined webhooks, or None when never recorded."""
-        query = select(code_definitions.c.digest, code_definitions.c.definitions).where(
-            code_definitions.c.dag_id == dag_id
-        )
+    def code_definitions(self, dag_id: str) -> CodeDefinitions | None:
+        """Return a DAG's code-defined webhooks as last recorded, or None when never recorded."""
+        query = select(code_definitions).where(code_definitions.c.dag_id == dag_id)
         with self.engine.connect() as connection:
             row = connection.execute(query).first()
-        return (row.digest, row.definitions) if row is not None else None
+        return CodeDefinitions(**row._mapping) if row is not None else None
 
     def record_run_end(
         self,
@@ -1391,6 +1588,26 @@ class Ledger:
         with self.engine.connect() as connection:
             return [Delivery.from_row(row._mapping) for row in connection.execute(query)]
 
+    def latest_by_webhook(self, dag_id: str) -> dict[str, Delivery]:
+        """Return the newest message of each webhook of a DAG (tests included), by webhook name."""
+        newest = (
+            select(deliveries.c.webhook, func.max(deliveries.c.created_at).label("created_at"))
+            .where(deliveries.c.dag_id == dag_id)
+            .group_by(deliveries.c.webhook)
+            .subquery()
+        )
+        query = (
+            select(deliveries)
+            .join(
+                newest,
+                (deliveries.c.webhook == newest.c.webhook) & (deliveries.c.created_at == newest.c.created_at),
+            )
+            .where(deliveries.c.dag_id == dag_id)
+        )
+        with self.engine.connect() as connection:
+            rows = [Delivery.from_row(row._mapping) for row in connection.execute(query)]
+        return {row.webhook: row for row in rows}
+
     def attempts(self, delivery_id: str) -> list[AttemptRecord]:
         """Return the attempts of one message, in order."""
         query = (
@@ -1495,6 +1712,30 @@ _SPEND_TOKENS = (
     .where(endpoints.c.key == bindparam("b_key"))
     .values(tokens=bindparam("b_tokens"), tokens_at=bindparam("b_at"))
 )
+
+
+def _ui_definition(row: Any) -> UiDefinition:
+    return UiDefinition(**{**row, "definition": json.loads(row["definition"])})
+
+
+def _check_change(dag_id: str, change: DefinitionChange, current: UiDefinition | None) -> None:
+    """Refuse a change that does not fit what is stored (see :class:`DefinitionChange`)."""
+    where = f"webhook {change.name!r} of DAG {dag_id!r}"
+    if current is None and change.mode in ("update", "delete"):
+        raise DefinitionNotFound(f"there is no UI-defined {where}; create it first")
+    if current is not None and change.mode == "create":
+        raise DefinitionConflict(f"a UI-defined {where} exists already; edit it, or choose another name")
+    if current is not None and change.expected_version not in (None, current.version):
+        raise DefinitionConflict(
+            f"{where} is at version {current.version}, not {change.expected_version}: someone changed it "
+            f"since (last {current.updated_by}); reload it and make the change again"
+        )
+
+
+def _changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[str]:
+    """Return the fields whose values differ (every field of the side that exists, when one is missing)."""
+    old, new = before or {}, after or {}
+    return sorted(key for key in {*old, *new} if old.get(key) != new.get(key))
 
 
 #: The order in which messages need an operator: given up, held, failing, in flight, delivered.

@@ -31,6 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from airflow_webhook_provider.delivery.pipeline import Pipeline
 from airflow_webhook_provider.face.plugins import overview
+from airflow_webhook_provider.face.plugins.api import api
 from airflow_webhook_provider.face.plugins.common import (
     PAGE_HEADERS,
     StaticFilesNoSniff,
@@ -69,6 +70,7 @@ app = FastAPI(title="Flow webhooks tab", docs_url=None, redoc_url=None, openapi_
 
 app.mount("/static", StaticFilesNoSniff(directory=STATIC_DIR), name="static")
 app.include_router(overview.router)
+app.mount("/api/v1", api)
 
 
 def _ledger(pipeline: Pipeline) -> Ledger:
