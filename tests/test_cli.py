@@ -625,7 +625,10 @@ class TestExport:
     def test_dag_without_webhooks(self, dags):
         code, out, err = cli("export", "no_webhooks", "--dags-folder", dags)
         assert (code, out) == (1, "")
-        assert err.startswith("flow-webhook: DAG 'no_webhooks' has no flow webhooks attached")
+        assert err.startswith(
+            "flow-webhook: DAG 'no_webhooks' has no flow webhooks: its file attaches none and none are "
+            "defined in the UI"
+        )
 
     def test_missing_dags_folder(self, tmp_path):
         code, _, err = cli("export", "x", "--dags-folder", tmp_path / "nowhere")

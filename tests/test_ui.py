@@ -404,12 +404,13 @@ class TestRegistration:
         found = {(e.name, e.value) for e in entry_points(group="airflow.plugins")}
         assert ("flow_webhooks", PLUGIN_CLASS.replace(".FlowWebhooksPlugin", ":FlowWebhooksPlugin")) in found
 
-    def test_the_tab_is_a_dag_run_external_view_and_the_overview_a_nav_entry(self) -> None:
+    def test_the_tabs_are_dag_and_dag_run_external_views_and_the_overview_a_nav_entry(self) -> None:
         from airflow_webhook_provider.face.plugins.webhooks_tab import FlowWebhooksPlugin
 
         views = {view["destination"]: view for view in FlowWebhooksPlugin.external_views}
-        assert sorted(views) == ["dag_run", "nav"]
-        assert views["dag_run"]["name"] == views["nav"]["name"] == "Webhooks"
+        assert sorted(views) == ["dag", "dag_run", "nav"]
+        assert views["dag"]["name"] == views["dag_run"]["name"] == views["nav"]["name"] == "Webhooks"
+        assert views["dag"]["href"] == "/flow-webhooks/dag?dag_id={DAG_ID}"
         assert views["dag_run"]["href"] == "/flow-webhooks/run?dag_id={DAG_ID}&run_id={RUN_ID}"
         assert views["nav"]["href"] == "/flow-webhooks/overview"
         for icon in ("icon", "icon_dark_mode"):

@@ -241,15 +241,23 @@ class WebhookCatalog:
         """Return the changes to the DAG's UI-defined webhooks (one webhook's, with ``name``), newest first."""
         return self.ledger.definition_audit(dag_id, name=name)
 
-    def export(self, dag_id: str, file_format: FileFormat = "yaml") -> str:
-        """Return every webhook of the DAG (file and UI) as a definition file."""
-        code = self.code_webhooks(dag_id)
+    def export(
+        self, dag_id: str, file_format: FileFormat = "yaml", *, code: Sequence[FlowWebhook] | None = None
+    ) -> str | None:
+        """Return every webhook of the DAG (file and UI) as a definition file; None when it has none.
+
+        :param code: the DAG file's webhooks, parsed afresh (default: as last recorded).
+        """
+        if code is None:
+            code = self.code_webhooks(dag_id)
         taken = {webhook.name for webhook in code}
         ui = [
             FlowWebhook.from_mapping(s.definition)
             for s in self.ledger.ui_definitions(dag_id)
             if s.name not in taken
         ]
+        if not code and not ui:
+            return None
         return WebhookSet(*code, *ui).dump(file_format)
 
     # -- validating ----------------------------------------------------------------------
@@ -261,6 +269,15 @@ class WebhookCatalog:
                 Problem(
                     f"{prefix}name",
                     "must not contain /; it names the webhook in the API's paths",
+                    webhook.name,
+                )
+            )
+        if webhook.on == "late":
+            problems.append(
+                Problem(
+                    f"{prefix}on",
+                    "a late webhook is a deadline alert of the DAG, which only its DAG file can add; define it "
+                    'there: FlowWebhooks(FlowWebhook(..., on="late", late_after=...)).attach(dag)',
                     webhook.name,
                 )
             )

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from airflow_webhook_provider import config
-from airflow_webhook_provider.core.definitions import WebhookSet, definition_file_schema
+from airflow_webhook_provider.core.definitions import (
+    FileFormat,
+    FlowWebhook,
+    WebhookSet,
+    definition_file_schema,
+)
 from airflow_webhook_provider.core.exceptions import FlowWebhookError, InvalidSignature
 from airflow_webhook_provider.face.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG
 
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
 
     from airflow_webhook_provider.delivery.dispatcher import DispatchReport
     from airflow_webhook_provider.delivery.pipeline import Pipeline
+    from airflow_webhook_provider.face.catalog import WebhookCatalog
 
 __all__ = ["run"]
 
@@ -130,7 +136,15 @@ def _mode_line(pipeline: Pipeline) -> str:
 
 
 def test(args: argparse.Namespace, out: TextIO) -> int:
-    """Send a test message through a connection (``test CONN_ID``, the Test button)."""
+    """Send a test message through a connection (``test CONN_ID``), or as one webhook would (``--dag --webhook``)."""
+    if (args.dag is None) != (args.webhook is None):
+        raise UsageError("--dag and --webhook go together: name the DAG and its webhook")
+    if args.dag is not None:
+        if args.conn_id is not None:
+            raise UsageError("give a connection id, or --dag and --webhook, not both")
+        return _test_webhook(args, out)
+    if args.conn_id is None:
+        raise UsageError("name a connection (test CONN_ID), or a webhook (test --dag DAG --webhook NAME)")
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from airflow_webhook_provider.hooks.flow_webhook import FlowWebhookHook
@@ -146,6 +160,47 @@ def test(args: argparse.Namespace, out: TextIO) -> int:
         raise FlowWebhookError(f"connection {args.conn_id!r}: {message}")
     out.write(f"{args.conn_id}: {message}\n")
     return EXIT_OK
+
+
+def _code_webhooks(dag_id: str, dags_folder: str | None) -> list[FlowWebhook]:
+    """Return the webhooks the DAG file attaches (parsed now, so the newest code counts)."""
+    from airflow_webhook_provider.capture.attach import find_registry
+
+    registry = find_registry(_parse_dag(dag_id, dags_folder))
+    return list(registry.webhooks) if registry is not None else []
+
+
+def _catalog(pipeline: Pipeline) -> WebhookCatalog:
+    from airflow_webhook_provider.delivery.endpoints import connection_problem
+    from airflow_webhook_provider.face.catalog import WebhookCatalog
+
+    assert pipeline.ledger is not None  # _pipeline() requires a ledger
+    settings = config.load()
+    return WebhookCatalog(
+        pipeline.ledger,
+        config.limits(),
+        check_connection=lambda conn_id: connection_problem(conn_id, settings),
+    )
+
+
+def _test_webhook(args: argparse.Namespace, out: TextIO) -> int:
+    """Send one webhook's own test message: the DAG file's webhook of that name, else the UI's."""
+    pipeline = _pipeline()
+    code = {webhook.name: webhook for webhook in _code_webhooks(args.dag, args.dags_folder)}
+    webhook = code.get(args.webhook)
+    if webhook is None:
+        try:
+            webhook = _catalog(pipeline).webhook(args.dag, args.webhook)
+        except FlowWebhookError:
+            known = sorted({*code, *(item.name for item in _catalog(pipeline).items(args.dag))})
+            raise FlowWebhookError(
+                f"DAG {args.dag!r} has no webhook {args.webhook!r}; its webhooks: {', '.join(known) or 'none'}"
+            ) from None
+    report = pipeline.test(webhook=webhook, dag_id=args.dag, wait_seconds=args.wait)
+    out.write(f"{args.dag}/{args.webhook}: {report.summary()}\n")
+    if report.response_excerpt:
+        out.write(f"answer: {report.response_excerpt[:500]}\n")
+    return EXIT_OK if report.delivered else EXIT_FAILURE
 
 
 def _signed_payload(args: argparse.Namespace) -> bytes:
@@ -193,6 +248,7 @@ def deliveries_list(args: argparse.Namespace, out: TextIO) -> int:
         state=args.state,
         capture=args.capture,
         endpoint=args.endpoint,
+        event=args.event,
         limit=args.limit,
     )
     if args.output in ("json", "yaml"):
@@ -466,14 +522,33 @@ def _parse_dag(dag_id: str, dags_folder: str | None) -> DAG:
 
 
 def export(args: argparse.Namespace, out: TextIO) -> int:
-    """Print a DAG's webhooks as a definition file (``export DAG_ID``)."""
-    from airflow_webhook_provider.capture.attach import find_registry
+    """Print a DAG's webhooks, its file's and the UI's, as a definition file (``export DAG_ID``)."""
+    code = _code_webhooks(args.dag_id, args.dags_folder)
+    text = _catalog(_pipeline()).export(args.dag_id, args.format, code=code)
+    if text is None:
+        raise FlowWebhookError(
+            f"DAG {args.dag_id!r} has no flow webhooks: its file attaches none and none are defined in the UI"
+        )
+    out.write(text)
+    return EXIT_OK
 
-    dag = _parse_dag(args.dag_id, args.dags_folder)
-    registry = find_registry(dag)
-    if registry is None or not registry.webhooks:
-        raise FlowWebhookError(f"DAG {args.dag_id!r} has no flow webhooks attached ({dag.fileloc})")
-    out.write(WebhookSet(*registry.webhooks).dump(args.format))
+
+def import_(args: argparse.Namespace, out: TextIO) -> int:
+    """Create or update a DAG's UI-defined webhooks from a definition file (``import DAG_ID FILE``)."""
+    import getpass
+
+    path = Path(args.file)
+    text = path.read_text(encoding="utf-8-sig")
+    file_format: FileFormat = "json" if path.suffix.lower() == ".json" else "yaml"
+    report = _catalog(_pipeline()).import_text(
+        args.dag_id,
+        text,
+        actor=args.actor or getpass.getuser(),
+        file_format=file_format,
+        replace=args.replace,
+        via="cli",
+    )
+    out.write(f"{args.dag_id}: {report.summary()}\n")
     return EXIT_OK
 
 

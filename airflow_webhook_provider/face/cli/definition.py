@@ -30,6 +30,7 @@ __all__ = ["COMMANDS", "GROUP", "PROG", "get_cli_commands", "main", "main_entry"
 
 STATES = ("pending", "delivered", "failed", "dead", "held")
 CAPTURES = ("callback", "listener", "reconciled", "test")
+EVENTS = ("success", "failure", "late", "test", "alert")
 OUTPUTS = ("table", "json", "yaml", "plain")
 
 
@@ -79,10 +80,24 @@ COMMANDS: tuple[Command | Group, ...] = (
         "test",
         "send a test message through a connection (the Test button)",
         "test",
-        (_arg("conn_id", metavar="CONN_ID", help="the flow_webhook connection id"),),
-        "Send one signed test message ($jobId and $jobStatus are 'test') through a flow_webhook connection, "
-        "without retries, and report the receiver's answer. It is recorded in the ledger; a running "
-        "dispatcher sends it.",
+        (
+            _arg("conn_id", nargs="?", metavar="CONN_ID", help="the flow_webhook connection id"),
+            _arg("--dag", metavar="DAG_ID", help="with --webhook: test this DAG's webhook"),
+            _arg("--webhook", metavar="NAME", help="the webhook (defined in the DAG file or in the UI)"),
+            _arg("--dags-folder", metavar="PATH", help="the folder to parse (default: [core] dags_folder)"),
+            _arg(
+                "--wait",
+                type=float,
+                default=40.0,
+                metavar="SECONDS",
+                help="how long to wait for a running dispatcher's attempt (default 40)",
+            ),
+        ),
+        "Send one signed test message ($jobId and $jobStatus are 'test') and report the receiver's answer: "
+        "through a flow_webhook connection (test CONN_ID, as its Test button does), or as a DAG's webhook "
+        "would, with its own method, headers, query and body (test --dag DAG --webhook NAME, as the DAG's "
+        "Webhooks tab does). It goes through the egress policy, is recorded in the ledger, and a running "
+        "dispatcher sends it. Exits 1 when the receiver did not accept it.",
     ),
     Command(
         "verify",
@@ -138,6 +153,7 @@ COMMANDS: tuple[Command | Group, ...] = (
                     _arg("--run", help="only this run id"),
                     _arg("--state", choices=STATES, help="only this state"),
                     _arg("--capture", choices=CAPTURES, help="only messages captured this way"),
+                    _arg("--event", choices=EVENTS, help="only messages reporting this event"),
                     _arg("--endpoint", help="only this endpoint (a connection id)"),
                     _arg("--limit", type=int, default=100, help="at most this many (default 100)"),
                     OUTPUT,
@@ -292,8 +308,28 @@ COMMANDS: tuple[Command | Group, ...] = (
             _arg("--format", choices=("yaml", "json"), default="yaml", help="default yaml"),
             _arg("--dags-folder", metavar="PATH", help="the folder to parse (default: [core] dags_folder)"),
         ),
-        "Parse the DAGs folder (no scheduler needed) and print the flow webhooks attached to a DAG as a "
-        "definition file that FlowWebhooks.from_file() reads.",
+        "Parse the DAGs folder (no scheduler needed) and print the flow webhooks attached to a DAG, followed "
+        "by those defined in the UI (from the ledger), as a definition file that FlowWebhooks.from_file() "
+        "and import read.",
+    ),
+    Command(
+        "import",
+        "create or update a DAG's UI-defined webhooks from a definition file",
+        "import_",
+        (
+            _arg("dag_id", metavar="DAG_ID"),
+            _arg("file", metavar="FILE", help="a definition file (YAML, or JSON when it ends in .json)"),
+            _arg(
+                "--replace",
+                action="store_true",
+                help="also delete the UI-defined webhooks the file does not list",
+            ),
+            _arg("--actor", help="who to record in the audit trail (default: your login name)"),
+        ),
+        "Validate every entry of the file first (each must name a flow_webhook connection) and apply all of "
+        "them, or none when any is wrong, printing every problem. The changes are versioned and audited as "
+        "the DAG's Webhooks tab's are; runs that end afterwards send them. Webhooks the DAG file defines are "
+        "read-only.",
     ),
     Command(
         "validate",

@@ -208,8 +208,11 @@ def export_webhooks(
 ) -> PlainTextResponse:
     """Return the DAG's webhooks, from its file and the UI, as a definition file."""
     media = "application/json" if file_format == "json" else "application/yaml"
+    text = catalog.export(dag_id, file_format)
+    if text is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"DAG {dag_id!r} has no webhooks to export.")
     return PlainTextResponse(
-        catalog.export(dag_id, file_format),
+        text,
         media_type=media,
         headers={
             **PAGE_HEADERS,

@@ -13,7 +13,8 @@ the auth manager decides per DAG: reading needs ``GET`` on the DAG's runs, redel
 ``PUT`` (edit) on them (refused: 403). A delivery is only reachable through the run it
 belongs to, so access to one DAG never reaches another DAG's deliveries.
 
-The overview (:mod:`.overview`) adds ``/overview`` and its actions; ``/static`` serves the
+The overview (:mod:`.overview`) adds ``/overview`` and its actions, the DAG's tab
+(:mod:`.dag_tab`) ``/dag``, and the HTTP API (:mod:`.api`) ``/api/v1``; ``/static`` serves the
 pages' stylesheet and scripts. Redeliver changes state, so it is POST only and refuses what
 another site could send (403), and every page carries a strict Content-Security-Policy:
 see :mod:`.common`.
@@ -30,7 +31,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from airflow_webhook_provider.delivery.pipeline import Pipeline
-from airflow_webhook_provider.face.plugins import overview
+from airflow_webhook_provider.face.plugins import dag_tab, overview
 from airflow_webhook_provider.face.plugins.api import api
 from airflow_webhook_provider.face.plugins.common import (
     PAGE_HEADERS,
@@ -70,6 +71,7 @@ app = FastAPI(title="Flow webhooks tab", docs_url=None, redoc_url=None, openapi_
 
 app.mount("/static", StaticFilesNoSniff(directory=STATIC_DIR), name="static")
 app.include_router(overview.router)
+app.include_router(dag_tab.router)
 app.mount("/api/v1", api)
 
 

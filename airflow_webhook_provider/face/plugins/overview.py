@@ -50,7 +50,7 @@ from airflow_webhook_provider.face.plugins.common import (
     page_headers,
     require_same_origin,
 )
-from airflow_webhook_provider.face.plugins.page import CSRF_HEADER, CSRF_VALUE
+from airflow_webhook_provider.face.plugins.page import CSRF_HEADER, CSRF_VALUE, endpoint_status
 from airflow_webhook_provider.face.plugins.rendering import render
 from airflow_webhook_provider.ledger import EndpointHealth, Ledger
 
@@ -158,17 +158,8 @@ class EndpointRow:
 
     @property
     def status(self) -> tuple[str, str]:
-        """Return ``(tone, words)``: disabled, circuit open or half open, failing, or healthy."""
-        health = self.health
-        if health.disabled_at is not None:
-            return "failed", "disabled"
-        if health.circuit == "open":
-            return "failed", "circuit open"
-        if health.circuit == "half_open" or health.recovering:
-            return "retry", "recovering"
-        if health.consecutive_failures:
-            return "retry", "failing"
-        return "success", "healthy"
+        """Return ``(tone, words)``: disabled, circuit open, recovering, failing, or healthy."""
+        return endpoint_status(self.health)
 
 
 def _endpoint_rows(ledger: Ledger, user: Any, access: DagAccess) -> list[EndpointRow]:

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_DELIVERIES",
     "TabUrls",
     "Theme",
+    "endpoint_status",
     "render_attempts",
     "render_delivery",
     "render_endpoints",
@@ -60,6 +61,19 @@ _CAPTURES = {
     "reconciled": "run-end reconciliation of the outputs",
     "test": "a test",
 }
+
+
+def endpoint_status(health: EndpointHealth) -> tuple[str, str]:
+    """Return an endpoint's health as ``(badge tone, words)``: disabled, circuit open, recovering, failing, or healthy."""
+    if health.disabled_at is not None:
+        return "failed", "disabled"
+    if health.circuit == "open":
+        return "failed", "circuit open"
+    if health.circuit == "half_open" or health.recovering:
+        return "retry", "recovering"
+    if health.consecutive_failures:
+        return "retry", "failing"
+    return "success", "healthy"
 
 
 @dataclass(frozen=True)

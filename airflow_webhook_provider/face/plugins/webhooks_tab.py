@@ -1,4 +1,4 @@
-"""The provider's plugin: the listeners that capture every end, the Webhooks tab of a DAG run, the overview.
+"""The provider's plugin: the listeners that capture every end, the Webhooks tabs of a DAG and a run, the overview.
 
 ``FlowWebhooksPlugin`` registers the listeners of :mod:`airflow_webhook_provider.capture.listeners`
 (the capture path that sees runs ended by hand, in the scheduler and the API server), and
@@ -10,6 +10,9 @@ contributes two things to Airflow's UI plugins:
 * an external view with ``destination: "dag_run"``, which the Airflow UI shows as a
   **Webhooks** tab on every DAG run page, in a same-origin iframe whose URL is ``href``
   with ``{DAG_ID}`` and ``{RUN_ID}`` filled in; the UI session cookie authenticates it;
+* an external view with ``destination: "dag"``, a **Webhooks** tab on every DAG's page: the
+  DAG's webhooks, from its file and from the UI, and the form that creates, edits, tests,
+  imports and exports them (``/flow-webhooks/dag``, over the HTTP API at ``/flow-webhooks/api/v1``);
 * an external view with ``destination: "nav"``, a top-level **Webhooks** entry of the UI's
   navigation that opens the overview of every DAG (``/flow-webhooks/overview``).
 
@@ -73,6 +76,12 @@ class FlowWebhooksPlugin(AirflowPlugin):
             "href": f"{_api_root_path()}{URL_PREFIX}/run?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
             "destination": "dag_run",
             "url_route": "webhooks",
+        },
+        {
+            "name": "Webhooks",
+            "href": f"{_api_root_path()}{URL_PREFIX}/dag?dag_id={{DAG_ID}}",
+            "destination": "dag",
+            "url_route": "dag-webhooks",
         },
         {
             "name": "Webhooks",

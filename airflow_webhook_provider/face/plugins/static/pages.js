@@ -2,7 +2,9 @@
 // follow the Airflow UI's colour mode, and window.flowWebhooks with
 //   tell(text, bad)          show a message in the page's #notice;
 //   fetchText(url, options)  fetch from the app with the session cookie, throwing "status: detail";
-//   post(url)                POST with the header every state-changing request must carry, read as JSON.
+//   post(url)                POST with the header every state-changing request must carry, read as JSON;
+//   send(method, url, body, type)  a change with a body (JSON unless type says otherwise), read as
+//                            JSON (null when empty); a refusal throws an Error with .status and .detail.
 // The <script> tag carries that header (data-csrf-header, data-csrf-value).
 (function () {
   "use strict";
@@ -49,5 +51,22 @@
     return JSON.parse(await fetchText(url, {method: "POST", headers: csrf}));
   }
 
-  window.flowWebhooks = Object.freeze({tell: tell, fetchText: fetchText, post: post});
+  async function send(method, url, body, type) {
+    const headers = Object.assign({"Content-Type": type || "application/json"}, csrf);
+    const payload = type || body === undefined ? body : JSON.stringify(body);
+    const response = await fetch(url, {method: method, headers: headers, body: payload, credentials: "same-origin"});
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (error) { data = text; }
+    if (!response.ok) {
+      const detail = data && data.detail !== undefined ? data.detail : data;
+      const error = new Error(response.status + ": " + (typeof detail === "string" ? detail : (detail && detail.message) || text));
+      error.status = response.status;
+      error.detail = detail;
+      throw error;
+    }
+    return data;
+  }
+
+  window.flowWebhooks = Object.freeze({tell: tell, fetchText: fetchText, post: post, send: send});
 })();
