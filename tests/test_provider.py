@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from airflow_webhook_provider import __version__
+
 
 def airflow_cli_json(*args: str) -> list[dict]:
     done = subprocess.run(
@@ -33,7 +35,7 @@ def providers_manager():
 def test_providers_list_shows_the_package():
     rows = airflow_cli_json("providers", "list")
     (ours,) = [row for row in rows if row["package_name"] == "airflow-webhook-provider"]
-    assert ours["version"] == "0.1.0"
+    assert ours["version"] == __version__  # the one place the version is set
 
 
 def test_providers_hooks_binds_the_connection_types():
