@@ -118,6 +118,7 @@ OPTIONS: dict[str, Option] = {
         "An HTTP(S) proxy every webhook goes through, e.g. for fixed egress addresses. Empty: the "
         "HTTP_PROXY, HTTPS_PROXY and NO_PROXY environment variables decide.",
         example="http://egress-proxy.internal:3128",
+        version_added="0.2.0",
     ),
     "ledger_conn_id": Option(
         "string",
@@ -133,6 +134,7 @@ OPTIONS: dict[str, Option] = {
         "Consecutive failures after which an endpoint's circuit opens: inline senders stop trying it and "
         "the dispatcher probes it on the redelivery schedule until one attempt succeeds. An attempt that "
         "times out opens the circuit at once.",
+        version_added="0.2.0",
     ),
     "disable_after_seconds": Option(
         "float",
@@ -140,6 +142,7 @@ OPTIONS: dict[str, Option] = {
         "An endpoint that has failed without a single success for longer than this (default 5 days) is "
         "disabled: its new messages are held, unsent and kept, until `airflow flow-webhooks endpoints enable`. "
         "An answer of 410 Gone disables it at once. 0 never disables on time.",
+        version_added="0.2.0",
     ),
     "alert_conn_id": Option(
         "string",
@@ -147,40 +150,52 @@ OPTIONS: dict[str, Option] = {
         "A flow_webhook connection that receives operator alerts (signed JSON): endpoint.disabled, "
         "endpoint.recovered and delivery.dead. Empty: no alerts.",
         example="ops_alerts",
+        version_added="0.2.0",
     ),
     "alert_interval_seconds": Option(
         "float",
         "900",
         "At most one alert of a kind per endpoint in this many seconds; the next one counts those held back.",
+        version_added="0.2.0",
     ),
     "retention_days": Option(
         "float",
         "30",
         "Delivered messages (and their attempts) older than this are purged by the dispatcher and the "
         "maintenance DAG; held and dead ones stay until recovered or purged by hand. 0 keeps everything.",
+        version_added="0.2.0",
     ),
     "dispatcher_concurrency": Option(
-        "integer", "16", "Requests one dispatcher sends at once, over all endpoints."
+        "integer",
+        "16",
+        "Requests one dispatcher sends at once, over all endpoints.",
+        version_added="0.2.0",
     ),
     "dispatcher_poll_seconds": Option(
         "float",
         "0.25",
         "How often an idle dispatcher looks for new messages (on PostgreSQL it is also woken by NOTIFY).",
+        version_added="0.2.0",
     ),
     "dispatcher_heartbeat_seconds": Option(
-        "float", "5", "How often a dispatcher records that it is alive in the ledger."
+        "float",
+        "5",
+        "How often a dispatcher records that it is alive in the ledger.",
+        version_added="0.2.0",
     ),
     "dispatcher_stale_seconds": Option(
         "float",
         "30",
         "A dispatcher whose last heartbeat is older than this is taken for dead; while no dispatcher is "
         "alive, callbacks send their messages themselves (inline).",
+        version_added="0.2.0",
     ),
     "dispatcher_shutdown_grace_seconds": Option(
         "float",
         "35",
         "On SIGTERM, how long a dispatcher waits for the requests it has in flight before it exits; "
         "their messages stay in the ledger either way.",
+        version_added="0.2.0",
     ),
 }
 

@@ -72,10 +72,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import requests
 
@@ -618,3 +618,21 @@ class AirflowDeployment:
 
 
 __all__ = ["COMPONENTS", "TERMINAL_RUN_STATES", "AirflowDeployment", "free_loopback_port"]
+
+
+T = TypeVar("T")
+
+
+def until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``probe`` every 0.5 s until it returns something other than None, and return that.
+
+    :raises TimeoutError: naming ``what`` when ``timeout`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {timeout:.0f} s")
+        time.sleep(0.5)

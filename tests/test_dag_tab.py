@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -26,11 +26,10 @@ import requests
 from airflow_webhook_provider.face.plugins.page import CSRF_HEADER, CSRF_VALUE
 from airflow_webhook_provider.ledger import Delivery, Ledger
 from airflow_webhook_provider.receiver import ReceivedRequest, RecordingReceiver
-from tests.airflow_deployment import AirflowDeployment
+from tests.airflow_deployment import AirflowDeployment, until
 from tests.conftest import REPO, SECRET, flow_webhook_connection
 from tests.test_ui import _chrome, _log_in
 
-T = TypeVar("T")
 SCREENSHOTS = REPO / "test-output" / "dag-webhooks-tab"
 DAG_ID = "dag_tab_etl"
 DAG = f"""
@@ -83,22 +82,11 @@ class Tab:
             return {row.webhook: row for row in rows} if done else None
 
         time.sleep(2)  # the listeners' run-end capture lands just after the run's state
-        return run_id, _until(settled, 60, f"the messages of {run_id} delivered")
+        return run_id, until(settled, 60, f"the messages of {run_id} delivered")
 
     def received(self, delivery_id: str) -> ReceivedRequest:
         (request,) = [r for r in self.receiver.requests if r.delivery_id == delivery_id]
         return request
-
-
-def _until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout:.0f} s")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,10 @@ the page in the navigation, filters it, recovers and enables.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
@@ -24,11 +23,10 @@ import requests
 from airflow_webhook_provider.face.plugins.page import CSRF_HEADER, CSRF_VALUE
 from airflow_webhook_provider.ledger import Delivery, Ledger
 from airflow_webhook_provider.receiver import RecordingReceiver, Reply
-from tests.airflow_deployment import AirflowDeployment
+from tests.airflow_deployment import AirflowDeployment, until
 from tests.conftest import REPO, SECRET, flow_webhook_connection
 from tests.test_ui import _chrome, _log_in
 
-T = TypeVar("T")
 SCREENSHOTS = REPO / "test-output" / "webhooks-overview"
 
 DAG_TEMPLATE = """
@@ -78,17 +76,6 @@ class Overview:
     def post(self, user: str, path: str, **params: str) -> requests.Response:
         headers = {CSRF_HEADER: CSRF_VALUE, **self.bearer(user)}
         return requests.post(f"{self.url}{path}", params=params, headers=headers, timeout=30)
-
-
-def _until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout:.0f} s")
-        time.sleep(0.5)
 
 
 def _bundle(name: str, folder: Path, team: str) -> dict[str, Any]:
@@ -148,7 +135,7 @@ def overview(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Overview]:
                 return True if states == EXPECTED_STATES else None
 
             try:
-                _until(settled, 120, f"the deliveries to settle as {EXPECTED_STATES}")
+                until(settled, 120, f"the deliveries to settle as {EXPECTED_STATES}")
             except TimeoutError:
                 states = {name: (row.state, row.last_status) for name, row in result.by_webhook().items()}
                 raise AssertionError(f"the deliveries did not settle: {states}") from None
@@ -294,7 +281,7 @@ def test_recover_needs_edit_access_and_replays_only_the_editors_dags(overview: O
         row = overview.by_webhook()["a-down"]
         return row if row.state == "dead" and row.attempts > before["a-down"].attempts else None
 
-    again = _until(sent_again, 60, "the dispatcher to send the recovered message")
+    again = until(sent_again, 60, "the dispatcher to send the recovered message")
     assert again.id == before["a-down"].id
     assert {r.delivery_id for r in overview.down.requests[requests_before:]} == {again.id}
     assert overview.by_webhook()["b-down"] == before["b-down"]  # team B's DAG was not the editor's
@@ -357,7 +344,7 @@ def test_in_chromium_an_admin_finds_filters_recovers_and_enables(overview: Overv
         recover.click()
         notice = wait.until(ec.visibility_of_element_located((By.ID, "notice")))
         assert "2 message(s) due again" in notice.text
-        _until(
+        until(
             lambda: (
                 True
                 if all(overview.by_webhook()[n].attempts > attempts[n] for n in ("a-down", "b-down"))
@@ -375,7 +362,7 @@ def test_in_chromium_an_admin_finds_filters_recovers_and_enables(overview: Overv
         ).click()
         notice = wait.until(ec.visibility_of_element_located((By.ID, "notice")))
         assert "1 held message(s) due now" in notice.text
-        _until(
+        until(
             lambda: True if overview.by_webhook()["a-gone"].state == "delivered" else None,
             60,
             "the held message delivered",

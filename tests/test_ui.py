@@ -34,12 +34,12 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import jwt
@@ -60,7 +60,7 @@ from airflow_webhook_provider.face.plugins.rendering import STATIC_DIR
 from airflow_webhook_provider.get_provider_info import get_provider_info
 from airflow_webhook_provider.ledger import AttemptRecord, Delivery, EndpointHealth, Ledger
 from airflow_webhook_provider.receiver import RecordingReceiver, Reply
-from tests.airflow_deployment import AirflowDeployment
+from tests.airflow_deployment import AirflowDeployment, until
 from tests.conftest import REPO, SECRET, flow_webhook_connection
 
 PLUGIN_CLASS = "airflow_webhook_provider.face.plugins.webhooks_tab.FlowWebhooksPlugin"
@@ -73,7 +73,6 @@ HEADER_SECRET = "Bearer header-secret-value"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS = REPO / "test-output" / "webhooks-tab"
-T = TypeVar("T")
 
 DAGS = f"""
 import datetime
@@ -446,17 +445,6 @@ class TabDeployment:
         return delivery
 
 
-def _until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout:.0f} s")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def tab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TabDeployment]:
     base = tmp_path_factory.mktemp("webhooks-tab")
@@ -501,7 +489,7 @@ def tab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TabDeployment]:
                 done = len(rows) == EXPECTED_DELIVERIES and all(r.state != "pending" for r in rows)
                 return rows if done else None
 
-            _until(settled, 120, f"{EXPECTED_DELIVERIES} settled deliveries in the ledger")
+            until(settled, 120, f"{EXPECTED_DELIVERIES} settled deliveries in the ledger")
             yield TabDeployment(airflow, ledger, run_id, bad_receiver)
 
 
