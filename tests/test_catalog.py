@@ -66,6 +66,7 @@ class TestValidation:
                 {"headers": {"Authorization": "Bearer x"}}, "headers", "credential", id="credential"
             ),
             pytest.param({"secret": "s3cr3t"}, "secret", "Secret key", id="secret"),
+            pytest.param({"on": "late", "late_after": 600}, "on", "only its DAG file can add", id="late"),
         ],
     )
     def test_each_problem_names_its_field(self, catalog, data, field, words) -> None:

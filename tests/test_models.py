@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import traceback
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -201,14 +202,65 @@ INVALID = [
     pytest.param(
         _definition(colour="red"),
         "colour",
-        ["unknown field", "the fields are name, conn_id, url, on, outputs, method, headers, body, query"],
+        [
+            "unknown field",
+            "the fields are name, conn_id, url, on, late_after, outputs, method, headers, body, query",
+        ],
         id="unknown-field",
     ),
     pytest.param(
         _definition(on="failed"),
         "on",
-        ["'success', 'failure' or 'any'"],
+        ["'success', 'failure', 'any' or 'late'"],
         id="bad-on",
+    ),
+    pytest.param(
+        _definition(on="late"),
+        "late_after",
+        ['is required with on="late"', "late_after=timedelta(hours=2)", "PT2H, or 7200 seconds"],
+        id="late-without-late-after",
+    ),
+    pytest.param(
+        _definition(on="failure", late_after=60),
+        "late_after",
+        ['applies only to on="late", not on="failure"', "remove late_after"],
+        id="late-after-without-late",
+    ),
+    pytest.param(
+        _definition(late_after=60),
+        "late_after",
+        ['applies only to on="late", not on="any"'],
+        id="late-after-with-the-default-on",
+    ),
+    pytest.param(
+        _definition(on="late", late_after=0),
+        "late_after",
+        ["must be a positive duration", "PT2H"],
+        id="late-after-zero",
+    ),
+    pytest.param(
+        _definition(on="late", late_after=timedelta(minutes=-5)),
+        "late_after",
+        ["must be a positive duration"],
+        id="late-after-negative",
+    ),
+    pytest.param(
+        _definition(on="late", late_after="two hours"),
+        "late_after",
+        ["'two hours' is not a duration", "late_after=timedelta(hours=2)"],
+        id="late-after-not-a-duration",
+    ),
+    pytest.param(
+        _definition(on="late", late_after=True),
+        "late_after",
+        ["must be a duration, not True"],
+        id="late-after-a-boolean",
+    ),
+    pytest.param(
+        _definition(on="late", late_after=60, outputs=["publish"]),
+        "outputs",
+        ["a late message is about the whole run", "remove outputs"],
+        id="late-with-outputs",
     ),
     pytest.param(
         _definition(method="TRACE"),
@@ -436,6 +488,11 @@ class TestFiresOn:
     def test_matrix(self, on: str, state: str | None) -> None:
         webhook = FlowWebhook(name="notify", conn_id="alerts", on=on)
         assert webhook.fires_on(state) is (state in FIRES[on])
+
+    @pytest.mark.parametrize("state", STATES, ids=[str(s) for s in STATES])
+    def test_a_late_webhook_fires_on_no_end(self, state: str | None) -> None:
+        webhook = FlowWebhook(name="notify", conn_id="alerts", on="late", late_after=timedelta(hours=1))
+        assert not webhook.fires_on(state)
 
 
 class TestEventForState:

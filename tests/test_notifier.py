@@ -84,6 +84,7 @@ def test_notifier_with_failing_receiver_does_not_fail_the_task(dag_file, receive
         ),
         pytest.param({"method": "GET", "body": "x"}, r"'n'.*'body'.*POST", id="body-with-get"),
         pytest.param({"conn_id": None}, r"'n'.*exactly one of conn_id", id="no-endpoint"),
+        pytest.param({"on": "late"}, r"'n'.*'on'.*cannot report a late run.*attach\(dag\)", id="late"),
     ],
 )
 def test_notifier_definition_errors_at_parse_time(kwargs, message):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_webhook_provider import config
 from airflow_webhook_provider.capture.callbacks import OutputEndCallback, RunEndCallback, WebhookRegistry
+from airflow_webhook_provider.capture.deadline import late_alert, webhook_of
 from airflow_webhook_provider.core.definitions import FlowWebhook, WebhookSet, check_limits
 from airflow_webhook_provider.core.exceptions import InvalidWebhookDefinition
 from airflow_webhook_provider.core.selection import selected_outputs
@@ -36,6 +37,7 @@ class FlowWebhooks(WebhookSet):
         FlowWebhooks(
             FlowWebhook(name="on-fail", conn_id="alerts", on="failure"),
             FlowWebhook(name="report-ready", conn_id="reports", on="success", outputs=["publish"]),
+            FlowWebhook(name="late", conn_id="alerts", on="late", late_after=timedelta(hours=2)),
         ).attach(dag)
 
         FlowWebhooks.from_file(Path(__file__).with_name("webhooks.yaml")).attach(dag)
@@ -49,8 +51,10 @@ class FlowWebhooks(WebhookSet):
 
         Webhooks without ``outputs`` become DAG-level success/failure callbacks; webhooks
         with ``outputs`` become task-level callbacks on those tasks, and the DAG-level
-        callbacks reconcile the outputs' final states at run end. Callbacks the author set
-        are kept. Attaching the same definitions again adds nothing.
+        callbacks reconcile the outputs' final states at run end; ``on="late"`` webhooks
+        become deadline alerts of the DAG (see :mod:`~airflow_webhook_provider.capture.deadline`).
+        Callbacks and deadline alerts the author set are kept. Attaching the same definitions
+        again adds nothing.
 
         :param dag: the DAG.
         :return: the same DAG.
@@ -71,14 +75,23 @@ def _as_list(callbacks: Any) -> list[Any]:
 
 
 def find_registry(dag: DAG) -> WebhookRegistry | None:
-    """Return the registry of the webhooks attached to ``dag``, or None when it has none."""
+    """Return the registry of the webhooks attached to ``dag``, or None when it has none.
+
+    A DAG whose only webhooks are ``late`` ones has no callbacks of ours: its registry is
+    rebuilt from its deadline alerts, which hold the definitions.
+    """
     candidates: list[Any] = _as_list(dag.on_success_callback) + _as_list(dag.on_failure_callback)
     for task in dag.task_dict.values():
         candidates += _as_list(task.on_success_callback) + _as_list(task.on_failure_callback)
     for callback in candidates:
         if isinstance(callback, RunEndCallback | OutputEndCallback):
             return callback.registry
-    return None
+    late = [webhook for webhook in map(webhook_of, _as_list(dag.deadline)) if webhook is not None]
+    if not late:
+        return None
+    registry = WebhookRegistry(dag.dag_id)
+    registry.add(late)
+    return registry
 
 
 def attach_webhooks(dag: DAG, webhooks: Sequence[FlowWebhook]) -> None:
@@ -114,6 +127,19 @@ def attach_webhooks(dag: DAG, webhooks: Sequence[FlowWebhook]) -> None:
             existing = _as_list(getattr(task, attribute))
             if not any(isinstance(c, OutputEndCallback) and c.event == event for c in existing):
                 setattr(task, attribute, [*existing, OutputEndCallback(registry, event)])
+    _install_deadline_alerts(dag, [w for w in registry.webhooks if w.on == "late"])
+
+
+def _install_deadline_alerts(dag: DAG, webhooks: Sequence[FlowWebhook]) -> None:
+    if not webhooks:
+        return
+    alerts = _as_list(dag.deadline)
+    for webhook in webhooks:
+        alert = late_alert(dag.dag_id, webhook)
+        if alert not in alerts:
+            alerts.append(alert)
+    # The DAG's converter and validator run on assignment, as when it is built with deadline=.
+    dag.deadline = alerts
 
 
 def _install_dag_callback(dag: DAG, attribute: str, callback: RunEndCallback) -> None:

@@ -10,6 +10,7 @@ arguments: this module imports nothing from Airflow.
 Usage::
 
     webhook = FlowWebhook(name="report-ready", conn_id="reports", on="success", outputs=["publish_report"])
+    late = FlowWebhook(name="nightly-late", conn_id="alerts", on="late", late_after=timedelta(hours=2))
     webhooks = WebhookSet.from_file("webhooks.yaml", limits=Limits(max_webhooks_per_flow=50))
 """
 
@@ -20,6 +21,7 @@ import os
 import re
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -31,6 +33,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -58,7 +61,11 @@ __all__ = [
     "parse_definition_text",
 ]
 
+#: The ends a webhook can listen for (and all a webhook defined in the UI may choose).
 Trigger = Literal["success", "failure", "any"]
+#: What sends a message: an end, or ``late``, a run still not finished ``late_after`` after it was
+#: queued (a deadline alert on the DAG, which only a DAG file can add).
+On = Literal[Trigger, "late"]
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 FileFormat = Literal["yaml", "json"]
 
@@ -158,9 +165,13 @@ class FlowWebhook(_Definition):
     :param conn_id: a ``flow_webhook`` connection holding the URL, secret key, headers and
         transport settings. Exactly one of ``conn_id`` and ``url`` is required.
     :param url: a plain http(s) URL, for an unsigned webhook without a connection.
-    :param on: ``"success"``, ``"failure"`` or ``"any"``.
+    :param on: ``"success"``, ``"failure"`` or ``"any"`` (an end); or ``"late"``: one message
+        when a run is still not finished ``late_after`` after it was queued.
+    :param late_after: with ``on="late"`` only (and required there): how long after a run is
+        queued it counts as late; a positive :class:`~datetime.timedelta` (in a definition
+        file, an ISO 8601 duration such as ``PT2H``, or a number of seconds).
     :param outputs: None for one message per finished DAG run, or the task ids of the
-        outputs whose own end triggers a message each.
+        outputs whose own end triggers a message each (not with ``on="late"``).
     :param method: GET, POST, PUT, PATCH or DELETE; default POST (or the connection's method
         when ``conn_id`` is set and ``method`` is not given).
     :param headers: HTTP headers, merged over the connection's (credentials belong in the
@@ -184,7 +195,23 @@ class FlowWebhook(_Definition):
         max_length=2048,
         description="A plain http(s) URL for an unsigned webhook; exactly one of conn_id and url.",
     )
-    on: Trigger = Field(default="any", description="The end state that sends a message.")
+    on: On = Field(
+        default="any",
+        description="The end state that sends a message, or late: a run still not finished late_after "
+        "after it was queued.",
+    )
+    late_after: timedelta | None = Field(
+        default=None,
+        description="Only with on: late, and required there: how long after a run is queued it counts "
+        "as late; an ISO 8601 duration (PT2H) or a number of seconds.",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "format": "duration"},
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "null"},
+            ]
+        },
+    )
     outputs: tuple[str, ...] | None = Field(
         default=None,
         description="Task ids whose own end sends a message each; null for one message per finished run.",
@@ -240,6 +267,20 @@ class FlowWebhook(_Definition):
         if _FORBIDDEN_VALUE_CHARS.search(value):
             raise ValueError("must not contain control characters")
         return value
+
+    @field_validator("late_after", mode="wrap")
+    @classmethod
+    def _check_late_after(cls, value: Any, parse: ValidatorFunctionWrapHandler) -> timedelta | None:
+        fix = "e.g. late_after=timedelta(hours=2) (in a definition file: PT2H, or 7200 seconds)"
+        if isinstance(value, bool):
+            raise ValueError(f"must be a duration, not {value}; {fix}")
+        try:
+            parsed: timedelta | None = parse(value)
+        except ValidationError:
+            raise ValueError(f"{str(value)[:60]!r} is not a duration; {fix}") from None
+        if parsed is not None and parsed <= timedelta(0):
+            raise ValueError(f"must be a positive duration; {fix}")
+        return parsed
 
     @field_validator("method", mode="before")
     @classmethod
@@ -321,6 +362,24 @@ class FlowWebhook(_Definition):
                 f"a body is sent only with POST, PUT or PATCH, not {self.method}; remove body or set "
                 'method="POST"',
             )
+        if self.on == "late":
+            if self.late_after is None:
+                raise _FieldProblem(
+                    "late_after",
+                    'is required with on="late": say how long after a run is queued it counts as late, '
+                    "e.g. late_after=timedelta(hours=2) (in a definition file: PT2H, or 7200 seconds)",
+                )
+            if self.outputs is not None:
+                raise _FieldProblem(
+                    "outputs",
+                    'a late message is about the whole run; remove outputs, or use on="success", '
+                    '"failure" or "any" for messages about output tasks',
+                )
+        elif self.late_after is not None:
+            raise _FieldProblem(
+                "late_after",
+                f'applies only to on="late", not on="{self.on}"; remove late_after, or set on="late"',
+            )
         for field, text in (
             ("body", self.body or ""),
             ("url", self.url or ""),
@@ -360,6 +419,9 @@ class FlowWebhook(_Definition):
 
     def fires_on(self, state: str | None) -> bool:
         """Tell whether a run or output ending in ``state`` triggers this webhook.
+
+        A ``late`` webhook fires on no end: its deadline alert sends it (see
+        :mod:`airflow_webhook_provider.capture.deadline`).
 
         :param state: the Airflow state, e.g. ``success``, ``failed``, ``upstream_failed``.
         """
@@ -840,14 +902,28 @@ def definition_file_schema(max_webhooks: int = Limits.max_webhooks_per_flow) -> 
     :param max_webhooks: the most webhooks a file may list (``[flow_webhook] max_webhooks_per_flow``).
     """
     webhook = FlowWebhook.model_json_schema()
-    webhook["description"] = "One flow webhook: what to send, where, and when a run or an output ends."
+    webhook["description"] = (
+        "One flow webhook: what to send, where, and when a run or an output ends (or a run is late)."
+    )
     # The rules between fields that the model's validators apply, as far as a schema can say them.
     webhook["oneOf"] = [
         {"required": ["conn_id"], "properties": {"conn_id": {"type": "string"}, "url": {"type": "null"}}},
         {"required": ["url"], "properties": {"url": {"type": "string"}, "conn_id": {"type": "null"}}},
     ]
-    webhook["if"] = {"required": ["method"], "properties": {"method": {"enum": ["GET", "DELETE"]}}}
-    webhook["then"] = {"properties": {"body": {"type": "null"}}}
+    webhook["allOf"] = [
+        {
+            "if": {"required": ["method"], "properties": {"method": {"enum": ["GET", "DELETE"]}}},
+            "then": {"properties": {"body": {"type": "null"}}},
+        },
+        {
+            "if": {"required": ["on"], "properties": {"on": {"const": "late"}}},
+            "then": {
+                "required": ["late_after"],
+                "properties": {"late_after": {"not": {"type": "null"}}, "outputs": {"type": "null"}},
+            },
+            "else": {"properties": {"late_after": {"type": "null"}}},
+        },
+    ]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Flow webhook definitions",

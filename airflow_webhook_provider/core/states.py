@@ -41,8 +41,9 @@ SENDABLE = (DeliveryState.PENDING, DeliveryState.FAILED)
 class CaptureSource(StrEnum):
     """How a message was captured.
 
-    ``callback``: an Airflow task- or DAG-level callback (or the notifier); ``listener``:
-    an Airflow listener in the scheduler or API server saw the run or task end;
+    ``callback``: an Airflow task- or DAG-level callback (or the notifier), or a deadline
+    alert's callback (a late run); ``listener``: an Airflow listener in the scheduler or API
+    server saw the run or task end;
     ``reconciled``: found at run end for an output that ended without its own event
     (``upstream_failed``, set by hand); ``test``: a Test button or ``test`` command;
     ``alert``: an operator alert the provider raised itself.
@@ -63,9 +64,10 @@ class CircuitState(StrEnum):
 
 
 class Event(StrEnum):
-    """What a message reports: the end it was sent for, a test, or an operator alert."""
+    """What a message reports: the end it was sent for, a run still unfinished (late), a test, or an operator alert."""
 
     SUCCESS = "success"
     FAILURE = "failure"
+    LATE = "late"
     TEST = "test"
     ALERT = "alert"

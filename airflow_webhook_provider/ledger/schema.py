@@ -78,7 +78,7 @@ deliveries = Table(
     Column("clear_number", Integer, nullable=False, default=0),
     Column("output_name", String(250), nullable=False, default=""),
     Column("webhook", String(200), nullable=False),
-    Column("event", String(16), nullable=False),  # success | failure | test
+    Column("event", String(16), nullable=False),  # an Event: success | failure | late | test | alert
     Column("job_status", String(32), nullable=False),
     Column("capture", String(16), nullable=False, default="callback"),  # a CaptureSource
     Column("conn_id", String(250)),  # the connection re-read at send time, or NULL

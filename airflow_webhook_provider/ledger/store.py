@@ -1557,6 +1557,7 @@ class Ledger:
         states: Sequence[str] | None = None,
         capture: str | None = None,
         endpoint: str | None = None,
+        event: str | None = None,
         since: float | None = None,
         attention_first: bool = False,
         limit: int | None = 100,
@@ -1565,6 +1566,7 @@ class Ledger:
 
         :param dag_ids: only messages of these DAGs, when given.
         :param states: only messages in these states (``state`` names one).
+        :param event: only messages reporting this event (``success``, ``failure``, ``late``, ...).
         :param since: only messages recorded at or after this UNIX time.
         :param attention_first: dead, then held, failed, pending and delivered ones, each newest first.
         """
@@ -1576,6 +1578,7 @@ class Ledger:
                 states=[state] if state is not None else states,
                 capture=capture,
                 endpoint=endpoint,
+                event=event,
                 since=since,
             )
         )
@@ -1761,6 +1764,7 @@ def _matching(
     states: Sequence[str] | None = None,
     capture: str | None = None,
     endpoint: str | None = None,
+    event: str | None = None,
     since: float | None = None,
     until: float | None = None,
 ) -> ColumnElement[bool]:
@@ -1771,6 +1775,7 @@ def _matching(
         (deliveries.c.run_id, run_id),
         (deliveries.c.capture, capture),
         (deliveries.c.endpoint, endpoint),
+        (deliveries.c.event, event),
     ):
         if value is not None:
             condition = condition & (column == value)

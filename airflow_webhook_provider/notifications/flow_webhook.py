@@ -98,6 +98,14 @@ class FlowWebhookNotifier(BaseNotifier):
 
     def _check_definition(self) -> None:
         """Validate at parse time whatever Jinja does not change."""
+        if self.on == "late":
+            raise InvalidWebhookDefinition(
+                f"flow webhook {self.name!r}: field 'on': a notifier runs when a run or task ends, so it "
+                'cannot report a late run; use FlowWebhook(on="late", late_after=...) with '
+                "FlowWebhooks(...).attach(dag), which adds a deadline alert to the DAG",
+                webhook=self.name,
+                field="on",
+            )
         definition = self._definition()
         if any(marker in (self.body or "") for marker in _JINJA_MARKERS):
             # The JSON check must wait for Jinja; the $references can be checked now.
