@@ -175,7 +175,8 @@ class TestAttach:
             "dag_id": dag.dag_id,
             "webhook": {"name": "still-running", "conn_id": "receiver", "on": "late", "late_after": "PT15S"},
         }
-        assert alert.name == "flow webhook still-running"
+        if hasattr(alert, "name"):  # Airflow 3.3 (3.2's alerts have no name)
+            assert alert.name == "flow webhook still-running"
         # A late webhook needs no run-end callback of its own.
         assert not dag.on_success_callback and not dag.on_failure_callback
 
@@ -219,7 +220,8 @@ class TestAttach:
         dag = FlowWebhooks(late_webhook()).attach(_dag())
         (encoded,) = DagSerialization.to_dict(dag)["dag"]["deadline"]
         assert encoded["reference"] == {"reference_type": "DagRunQueuedAtDeadline"}
-        assert encoded["interval"]["__data__"] == 15.0
+        interval = encoded["interval"]  # seconds; Airflow 3.3 wraps them in its serde envelope
+        assert (interval["__data__"] if isinstance(interval, dict) else interval) == 15.0
         callback = encoded["callback"]["__data__"]
         assert callback["path"] == LATE_CALLBACK_PATH
         assert FlowWebhook.from_mapping(callback["kwargs"]["webhook"]) == late_webhook()

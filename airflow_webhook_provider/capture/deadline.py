@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -70,14 +71,16 @@ def late_alert(dag_id: str, webhook: FlowWebhook) -> DeadlineAlert:
 
     if webhook.late_after is None:
         raise ValueError(f"flow webhook {webhook.name!r} has no late_after")
+    callback = AsyncCallback(
+        LATE_CALLBACK_PATH,
+        kwargs={"dag_id": dag_id, "webhook": webhook.model_dump(mode="json", exclude_defaults=True)},
+    )
+    named: dict[str, str] = {}
+    # Airflow 3.3 shows an alert's name in its UI; Airflow 3.2's alerts have none.
+    if "name" in inspect.signature(DeadlineAlert).parameters:
+        named["name"] = f"flow webhook {webhook.name}"
     return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=webhook.late_after,
-        callback=AsyncCallback(
-            LATE_CALLBACK_PATH,
-            kwargs={"dag_id": dag_id, "webhook": webhook.model_dump(mode="json", exclude_defaults=True)},
-        ),
-        name=f"flow webhook {webhook.name}",
+        reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=webhook.late_after, callback=callback, **named
     )
 
 
