@@ -199,7 +199,7 @@ async def on_late_run(*, dag_id: str, webhook: dict[str, Any], context: dict[str
     except asyncio.TimeoutError:
         message = (
             f"flow webhook {name!r} of DAG {dag_id}: still sending after {timeout:g} s; "
-            "the message is recorded, and redelivery sends it if this attempt fails"
+            "it goes on in the background, and redelivery sends whatever it recorded"
         )
     except InvalidWebhookDefinition as exc:
         message = f"flow webhook {name!r} of DAG {dag_id}: its definition no longer validates: {exc}"
