@@ -161,6 +161,26 @@ class TestMarkup:
         assert "<img" not in page
         assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
 
+    def test_rows_say_what_each_webhook_sends_on(self) -> None:
+        from airflow_webhook_provider.face.catalog import WebhookItem
+        from airflow_webhook_provider.face.plugins.dag_tab import WebhookRow
+
+        def row(**definition: Any) -> WebhookRow:
+            item = WebhookItem("w", "code", {"name": "w", **definition}, None, "DAG file", None, None)
+            return WebhookRow(item, None, None)
+
+        assert (row().trigger, row().outputs, row().method) == ("success or failure", "the run", "POST")
+        assert row(on="late", late_after="PT15S").trigger == "late: not finished PT15S after queued"
+        chosen = row(on="failure", outputs=["load", "publish"], conn_id="c", method="PUT")
+        assert (chosen.trigger, chosen.outputs, chosen.method, chosen.target) == (
+            "failure",
+            "load, publish",
+            "PUT",
+            "c",
+        )
+        assert row(conn_id="c").method == "connection's (POST)"
+        assert row().status == ("queued", "no messages yet")
+
     def test_no_inline_code_and_changes_only_for_editors(self) -> None:
         page = self._render(can_edit=False)
         assert "<style" not in page and " style=" not in page and "onclick" not in page

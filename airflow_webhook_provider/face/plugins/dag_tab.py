@@ -67,9 +67,10 @@ class WebhookRow:
     @property
     def trigger(self) -> str:
         """Return the end it listens for, in words."""
-        return {"any": "success or failure", "success": "success", "failure": "failure"}.get(
-            str(self.item.definition.get("on", "any")), str(self.item.definition.get("on"))
-        )
+        on = str(self.item.definition.get("on", "any"))
+        if on == "late":
+            return f"late: not finished {self.item.definition.get('late_after')} after queued"
+        return {"any": "success or failure"}.get(on, on)
 
     @property
     def outputs(self) -> str:
