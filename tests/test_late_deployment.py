@@ -140,7 +140,11 @@ def test_a_late_run_sends_one_signed_late_message_and_runs_in_time_send_none(tmp
             )
             redelivered = airflow.provider_cli("redeliver", late.delivery_id or "")
             again = receiver.wait_for(2, timeout=30)[1]
+            doctor = json.loads(airflow.provider_cli("doctor", "-o", "json", check=False).stdout)
         finished = time.monotonic()
+
+    (triggerer,) = [check for check in doctor if check["check"] == "triggerer"]
+    assert triggerer["status"] == "ok", triggerer  # the triggerer the late message needs is alive
 
     assert len(receiver.requests) == 2  # the late message, and its redelivery: nothing from the in-time runs
     body = json.loads(late.body)

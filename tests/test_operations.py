@@ -325,6 +325,12 @@ class TestDoctor:
         assert "0 problems" in done.stderr
         assert receiver.wait_for(1)[0].signature_valid  # --conn sent a test message
 
+    def test_no_triggerer_is_a_warning_about_late_webhooks(self, airflow_db):
+        done = cli("doctor", "-o", "json")
+        (check,) = [c for c in json.loads(done.stdout) if c["check"] == "triggerer"]
+        assert check["status"] == "warning" and "late webhooks" in check["detail"]
+        assert check["fix"] == "run `airflow triggerer` beside the scheduler"
+
     def test_a_missing_connection_is_a_problem(self, monkeypatch):
         done = cli("doctor", "--conn", "nowhere", "-o", "json")
         assert done.returncode == 1

@@ -1,6 +1,8 @@
 """``airflow flow-webhooks doctor``: check a deployment and say how to fix what is wrong.
 
-Each check is a :class:`Check`: ``ok``, a ``warning`` (works, but worth knowing), or a
+It checks the settings, the ledger, the executor against the ledger, the dispatcher's and
+the triggerer's heartbeats, the plugin and its listeners, and the connections. Each check
+is a :class:`Check`: ``ok``, a ``warning`` (works, but worth knowing), or a
 ``problem`` (something is or will be lost or refused), with the fix for anything not ok.
 """
 
@@ -111,6 +113,30 @@ def _dispatcher(found: dict[str, Any]) -> Check:
     )
 
 
+def _triggerer() -> Check:
+    from airflow.jobs.job import most_recent_job
+
+    try:
+        job = most_recent_job("TriggererJob")
+    except Exception as exc:
+        return Check(
+            "triggerer",
+            "warning",
+            f"cannot read the triggerer's heartbeat from Airflow's metadata database: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}",
+            "run `airflow db migrate`, or check [database] sql_alchemy_conn",
+        )
+    if job is not None and job.is_alive():
+        return Check("triggerer", "ok", f"alive on {job.hostname}")
+    return Check(
+        "triggerer",
+        "warning",
+        'no triggerer is alive: late webhooks (on="late", Airflow\'s deadline alerts) are not sent, and '
+        "FlowWebhookOperator tasks that defer do not resume",
+        "run `airflow triggerer` beside the scheduler",
+    )
+
+
 def _plugin() -> Check:
     from airflow import plugins_manager
     from airflow.listeners.listener import get_listener_manager
@@ -204,6 +230,7 @@ def run_checks(*, conn_ids: list[str]) -> list[Check]:
     checks.append(_guarded("ledger", lambda: _ledger(found)))
     checks.append(_guarded("executor", lambda: _executor(found)))
     checks.append(_guarded("dispatcher", lambda: _dispatcher(found)))
+    checks.append(_guarded("triggerer", _triggerer))
     checks.append(_guarded("plugin", _plugin))
     try:
         checks += _endpoints(found, conn_ids)
