@@ -447,8 +447,9 @@ def task_runs(monkeypatch: pytest.MonkeyPatch) -> list[TaskRun]:
     runs: list[TaskRun] = []
     run_task_in_process = supervisor.run_task_in_process
 
-    def recording(ti: Any, task: Any, client: Any = None) -> Any:
-        result = run_task_in_process(ti=ti, task=task, client=client)
+    def recording(ti: Any, task: Any, **options: Any) -> Any:
+        # Airflow 3.3 passes a ``client`` too; 3.2's runner takes none.
+        result = run_task_in_process(ti=ti, task=task, **options)
         runs.append(TaskRun(ti.task_id, result.state, result.msg, result.error))
         return result
 

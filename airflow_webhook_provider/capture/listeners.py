@@ -8,7 +8,8 @@ every Airflow component:
   when it fails a task whose process died;
 - in the **API server**, the same run hooks when a run is marked success or failed by
   hand, and ``on_task_instance_success``/``on_task_instance_failed`` for task instances
-  set by hand and for those a run mark ends;
+  set by hand and (Airflow 3.3 and later) for those a run mark ends; on 3.2 the run's end
+  reconciles those;
 - in the **task runner**, ``on_task_instance_running`` records the DAG's code-defined
   webhooks in the ledger, for the two components above, which never import DAG files.
 
