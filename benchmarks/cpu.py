@@ -201,12 +201,12 @@ def main() -> None:
 
         @per("attempt", 1000)
         def proxy_settings() -> None:
-            sender._environment(url, endpoint)
+            sender._proxy(url, endpoint)
 
         @per("attempt", 1000)
         def proxy_settings_uncached() -> None:
-            # For reference: the read a bare Session.post does on every request.
-            session.merge_environment_settings(url, {}, True, endpoint.verify, endpoint.cert)
+            # For reference: the environment read a bare Session.post does on every request.
+            requests.utils.get_environ_proxies(url)
 
         steps = [
             capture_message,

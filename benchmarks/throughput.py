@@ -10,7 +10,9 @@ delay, verifying every signature) on 127.0.0.1:
 - dispatcher: ``DISPATCHED`` messages recorded ``pending`` beforehand (outside the
   timing, as callbacks left them), then ``Dispatcher(pipeline).run(once=True)`` drains
   them: claims of due rows, build and sign on its worker threads
-  (``[flow_webhook] dispatcher_concurrency``, 16), outcomes recorded in batches;
+  (``[flow_webhook] dispatcher_concurrency``, 16), outcomes recorded in batches; to a
+  connection allowing 50 requests at once, and (``dispatcher_default_cap``) to one at the
+  default ``max_concurrency`` of 10, where each endpoint's claims wait for its slots;
 - a bare ``requests.Session`` loop sending the same bytes (bodies, headers and
   signatures made beforehand, outside its timing): the baseline of both;
 - the same bytes from 50 threads through one pooled session: what concurrency alone
@@ -23,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from _common import (
+    DEFAULT_CAP_CONN_ID,
     FAN_OUT,
     WEBHOOK_CONN_ID,
     Deadline,
@@ -63,6 +66,9 @@ def main() -> None:
         )
         for i in range(FAN_OUT)
     ]
+    default_cap = [
+        definition.model_copy(update={"conn_id": DEFAULT_CAP_CONN_ID}) for definition in definitions
+    ]
     with lean_receiver(delay=0.0) as receiver:
         define_connections(receiver.url(), receiver.port)
         url = receiver.url()
@@ -89,12 +95,10 @@ def main() -> None:
             assert delivered == DELIVERIES
             return DELIVERIES / elapsed
 
-        def dispatcher() -> float:
+        def drain(webhooks: list[FlowWebhook], rep: str) -> float:
             # Recorded as callbacks leave them for a live dispatcher; not timed.
             ledger.record(
-                new_messages(
-                    (webhook, event) for event in events("dispatched", DISPATCHED) for webhook in definitions
-                )
+                new_messages((webhook, event) for event in events(rep, DISPATCHED) for webhook in webhooks)
             )
             assert ledger.count_due() == DISPATCHED
             start = time.perf_counter()
@@ -102,6 +106,12 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             assert report.delivered == DISPATCHED, report.summary()
             return DISPATCHED / elapsed
+
+        def dispatcher() -> float:
+            return drain(definitions, "dispatched")
+
+        def dispatcher_default_cap() -> float:
+            return drain(default_cap, "dispatched-default-cap")
 
         bare_session = requests.Session()
 
@@ -138,6 +148,7 @@ def main() -> None:
         variants = {
             "inline": inline,
             "dispatcher": dispatcher,
+            "dispatcher_default_cap": dispatcher_default_cap,
             "bare_loop": bare_loop,
             "bare_threads": bare_threads,
         }
@@ -147,7 +158,7 @@ def main() -> None:
         bare_session.close()
         threaded_session.close()
 
-    sent = REPS * (2 * DELIVERIES + 2 * DISPATCHED)
+    sent = REPS * (2 * DELIVERIES + 3 * DISPATCHED)
     received = after["requests"] - before["requests"]
     assert received == sent, (received, sent)
     assert after["signed_invalid"] == before["signed_invalid"], "a signature did not verify"
@@ -158,6 +169,7 @@ def main() -> None:
             "deliveries_per_rep": {
                 "inline": DELIVERIES,
                 "dispatcher": DISPATCHED,
+                "dispatcher_default_cap": DISPATCHED,
                 "bare_loop": DISPATCHED,
                 "bare_threads": DELIVERIES,
             },
@@ -166,6 +178,9 @@ def main() -> None:
                 "inline_vs_bare_loop": paired_ratios(rates["inline"], rates["bare_loop"]),
                 "inline_vs_bare_threads": paired_ratios(rates["inline"], rates["bare_threads"]),
                 "dispatcher_vs_bare_loop": paired_ratios(rates["dispatcher"], rates["bare_loop"]),
+                "dispatcher_default_cap_vs_bare_loop": paired_ratios(
+                    rates["dispatcher_default_cap"], rates["bare_loop"]
+                ),
                 "dispatcher_vs_bare_threads": paired_ratios(rates["dispatcher"], rates["bare_threads"]),
             },
             "receiver_connections": after["connections"],
