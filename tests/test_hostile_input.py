@@ -99,7 +99,7 @@ DEFINITIONS = [
     case({"name": "bad\nname"}, "name", "control characters", id="name-newline"),
     case({"conn_id": "alerts"}, "conn_id", "exactly one of", id="both-endpoints"),
     case({"url": None}, "conn_id", "exactly one of", id="no-endpoint"),
-    case({"on": "sometimes"}, "on", "'success', 'failure' or 'any'", id="bad-trigger"),
+    case({"on": "sometimes"}, "on", "'success', 'failure', 'any' or 'late'", id="bad-trigger"),
     case({"method": "TRACE"}, "method", "'GET'", id="bad-method"),
     case({"outputs": []}, "outputs", "use None", id="empty-outputs"),
     case({"outputs": "publish"}, "outputs", "list of task ids", id="outputs-string"),
@@ -132,6 +132,7 @@ class _Dag:
         self.on_success_callback = None
         self.on_failure_callback = None
         self.task_dict: dict = {}
+        self.deadline = None
 
 
 FLOW_LEVEL = [

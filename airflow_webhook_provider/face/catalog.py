@@ -16,7 +16,7 @@ beside that field.
 
 Usage::
 
-    catalog = WebhookCatalog(open_ledger(), config.limits())
+    catalog = WebhookCatalog.configured(open_ledger())
     catalog.create("etl", {"name": "tell-oncall", "conn_id": "oncall", "on": "failure"}, actor="alice")
     catalog.export("etl", "yaml")
 """
@@ -160,6 +160,17 @@ class WebhookCatalog:
         self.ledger = ledger
         self.limits = limits
         self.check_connection = check_connection or (lambda conn_id: None)
+
+    @classmethod
+    def configured(cls, ledger: Ledger) -> WebhookCatalog:
+        """Return the catalog over a ledger with ``[flow_webhook]``'s limits, checking connections as Airflow sees them."""
+        from airflow_webhook_provider import config
+        from airflow_webhook_provider.delivery.endpoints import connection_problem
+
+        settings = config.load()
+        return cls(
+            ledger, config.limits(), check_connection=lambda conn_id: connection_problem(conn_id, settings)
+        )
 
     # -- reading -------------------------------------------------------------------------
 

@@ -171,16 +171,10 @@ def _code_webhooks(dag_id: str, dags_folder: str | None) -> list[FlowWebhook]:
 
 
 def _catalog(pipeline: Pipeline) -> WebhookCatalog:
-    from airflow_webhook_provider.delivery.endpoints import connection_problem
     from airflow_webhook_provider.face.catalog import WebhookCatalog
 
     assert pipeline.ledger is not None  # _pipeline() requires a ledger
-    settings = config.load()
-    return WebhookCatalog(
-        pipeline.ledger,
-        config.limits(),
-        check_connection=lambda conn_id: connection_problem(conn_id, settings),
-    )
+    return WebhookCatalog.configured(pipeline.ledger)
 
 
 def _test_webhook(args: argparse.Namespace, out: TextIO) -> int:

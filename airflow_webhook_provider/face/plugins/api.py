@@ -35,9 +35,7 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Respo
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from airflow_webhook_provider import config
 from airflow_webhook_provider.core.exceptions import InvalidWebhookDefinition
-from airflow_webhook_provider.delivery.endpoints import connection_problem
 from airflow_webhook_provider.face.catalog import (
     DefinitionProblems,
     WebhookCatalog,
@@ -46,9 +44,9 @@ from airflow_webhook_provider.face.catalog import (
     WebhookReadOnly,
 )
 from airflow_webhook_provider.face.plugins.common import PAGE_HEADERS, open_pipeline, require_same_origin
-from airflow_webhook_provider.ledger import DefinitionConflict, DefinitionNotFound, Ledger
+from airflow_webhook_provider.ledger import DefinitionConflict, DefinitionNotFound
 
-__all__ = ["api", "catalog_for"]
+__all__ = ["api"]
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +75,10 @@ def require_same_origin_for_browsers(request: Request) -> None:
 _change = [Depends(_can_edit), Depends(require_same_origin_for_browsers)]
 
 
-def catalog_for(ledger: Ledger) -> WebhookCatalog:
-    """Return the catalog over a ledger, checking connections as Airflow sees them."""
-    settings = config.load()
-    return WebhookCatalog(
-        ledger, config.limits(), check_connection=lambda conn_id: connection_problem(conn_id, settings)
-    )
-
-
 def _catalog() -> WebhookCatalog:
     ledger = open_pipeline().ledger
     assert ledger is not None
-    return catalog_for(ledger)
+    return WebhookCatalog.configured(ledger)
 
 
 Catalog = Annotated[WebhookCatalog, Depends(_catalog)]
@@ -316,7 +306,7 @@ def test_webhook(dag_id: str, name: str, user: GetUserDep) -> TestResult:
     pipeline = open_pipeline()
     assert pipeline.ledger is not None
     try:
-        webhook = catalog_for(pipeline.ledger).webhook(dag_id, name)
+        webhook = WebhookCatalog.configured(pipeline.ledger).webhook(dag_id, name)
     except InvalidWebhookDefinition as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except _CATALOG_ERRORS as exc:

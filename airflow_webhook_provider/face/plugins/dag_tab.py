@@ -32,8 +32,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from airflow_webhook_provider.core.definitions import Method, Trigger
-from airflow_webhook_provider.face.catalog import WebhookItem
-from airflow_webhook_provider.face.plugins.api import catalog_for
+from airflow_webhook_provider.face.catalog import WebhookCatalog, WebhookItem
 from airflow_webhook_provider.face.plugins.common import PAGE_HEADERS, Theme, open_pipeline
 from airflow_webhook_provider.face.plugins.page import CSRF_HEADER, CSRF_VALUE, endpoint_status
 from airflow_webhook_provider.face.plugins.rendering import render
@@ -143,7 +142,7 @@ def dag_page(request: Request, user: GetUserDep, dag_id: DagId, theme: Theme | N
     pipeline = open_pipeline()
     ledger = pipeline.ledger
     assert ledger is not None  # open_pipeline() requires a ledger
-    catalog = catalog_for(ledger)
+    catalog = WebhookCatalog.configured(ledger)
     items = catalog.items(dag_id)
     latest = ledger.latest_by_webhook(dag_id)
     keys = {item.name: _endpoint_key(item, latest.get(item.name)) for item in items}

@@ -3,10 +3,9 @@
 // problems show beside their fields. Uses window.flowWebhooks (static/pages.js).
 (function () {
   "use strict";
-  const {tell, send} = window.flowWebhooks;
+  const {tell, send, confirmed} = window.flowWebhooks;
   const api = document.getElementById("page").dataset.api;
   const form = document.getElementById("webhook-form");
-  const CONFIRM_SECONDS = 8;
   let editing = null; // {url, version} while the form edits a webhook; null while it creates one
 
   // -- the form ------------------------------------------------------------------------------
@@ -103,24 +102,6 @@
   }
 
   // -- buttons ------------------------------------------------------------------------------
-
-  // The first click arms the button (its text says what a second click does); the second acts.
-  // (The Airflow UI frames the page in a sandbox without allow-modals: window.confirm() is not shown.)
-  function confirmed(button, question) {
-    if (button.dataset.armed) return true;
-    const label = button.textContent;
-    button.dataset.armed = "1";
-    button.classList.add("armed");
-    button.textContent = question;
-    setTimeout(function () {
-      if (button.dataset.armed && !button.disabled) {
-        delete button.dataset.armed;
-        button.classList.remove("armed");
-        button.textContent = label;
-      }
-    }, CONFIRM_SECONDS * 1000);
-    return false;
-  }
 
   async function test(button) {
     const name = button.closest("tr").dataset.webhook;

@@ -4,7 +4,10 @@
 //   fetchText(url, options)  fetch from the app with the session cookie, throwing "status: detail";
 //   post(url)                POST with the header every state-changing request must carry, read as JSON;
 //   send(method, url, body, type)  a change with a body (JSON unless type says otherwise), read as
-//                            JSON (null when empty); a refusal throws an Error with .status and .detail.
+//                            JSON (null when empty); a refusal throws an Error with .status and .detail;
+//   confirmed(button, question)  false on a first click, which arms the button with the question as
+//                            its text; true on a second click within 8 s. (The Airflow UI frames the
+//                            pages in a sandbox without allow-modals: window.confirm() shows nothing.)
 // The <script> tag carries that header (data-csrf-header, data-csrf-value).
 (function () {
   "use strict";
@@ -68,5 +71,23 @@
     return data;
   }
 
-  window.flowWebhooks = Object.freeze({tell: tell, fetchText: fetchText, post: post, send: send});
+  const CONFIRM_SECONDS = 8;
+
+  function confirmed(button, question) {
+    if (button.dataset.armed) return true;
+    const label = button.textContent;
+    button.dataset.armed = "1";
+    button.classList.add("armed");
+    button.textContent = question;
+    setTimeout(function () {
+      if (button.dataset.armed && !button.disabled) {
+        delete button.dataset.armed;
+        button.classList.remove("armed");
+        button.textContent = label;
+      }
+    }, CONFIRM_SECONDS * 1000);
+    return false;
+  }
+
+  window.flowWebhooks = Object.freeze({tell: tell, fetchText: fetchText, post: post, send: send, confirmed: confirmed});
 })();
