@@ -517,12 +517,17 @@ def _chrome() -> Any:
 
 
 def _log_in(driver: Any, tab: TabDeployment, user: str) -> None:
-    """Log in on Airflow's own login page."""
+    """Log in on Airflow's own login page.
+
+    The UI redirects ``/`` to its login page from a script, so a look for the form can land
+    mid-navigation ("aborted by navigation"): the wait looks again until the page settles.
+    """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.wait import WebDriverWait
 
-    wait = WebDriverWait(driver, 30)
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,))
     driver.get(f"{tab.airflow.api_url}/")
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "input[name=username]"))).send_keys(user)
     driver.find_element(By.CSS_SELECTOR, "input[name=password]").send_keys(tab.airflow.passwords[user])
