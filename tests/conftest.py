@@ -213,3 +213,21 @@ def own_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]
     yield _Lazy()
     for ledger in opened:
         ledger.engine.dispose()
+
+
+@pytest.fixture
+def fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short heartbeats, polls and backoffs (tests.dispatching.FAST) in this process and its children."""
+    from tests.dispatching import FAST
+
+    for key, value in FAST.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def dispatchers() -> Iterator[list[Any]]:
+    """The dispatcher processes a test starts (tests.dispatching.start), killed when it ends."""
+    started: list[Any] = []
+    yield started
+    for process in started:
+        process.kill()

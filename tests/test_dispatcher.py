@@ -14,8 +14,6 @@ The dispatcher: ``airflow flow-webhooks dispatcher`` as a real process, over a r
 from __future__ import annotations
 
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,45 +21,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_webhook_provider import config
-from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
-from airflow_webhook_provider.core.identity import random_delivery_id
-from airflow_webhook_provider.core.states import CaptureSource
 from airflow_webhook_provider.delivery.dispatcher import Dispatcher
-from airflow_webhook_provider.delivery.pipeline import Pipeline, message_for
-from airflow_webhook_provider.delivery.sender import WebhookSender
 from airflow_webhook_provider.ledger import Ledger, open_ledger
 from airflow_webhook_provider.receiver import RecordingReceiver, Reply
 from tests.conftest import SECRET, flow_webhook_connection, ledger_connection
+from tests.dispatching import FAST, messages, pipeline, start, wait_until
 from tests.servers import HungReceiver
-
-EVENT = JobEvent(flow_id="dispatched", job_id="manual__1", job_status="failed")
-FAST = {
-    "AIRFLOW__FLOW_WEBHOOK__DISPATCHER_HEARTBEAT_SECONDS": "0.5",
-    "AIRFLOW__FLOW_WEBHOOK__DISPATCHER_STALE_SECONDS": "3",
-    "AIRFLOW__FLOW_WEBHOOK__DISPATCHER_POLL_SECONDS": "0.1",
-    "AIRFLOW__FLOW_WEBHOOK__RETRY_BACKOFF_SECONDS": "0.05",
-    "AIRFLOW__FLOW_WEBHOOK__REDELIVERY_BACKOFF_SECONDS": "0.5",
-    "AIRFLOW__FLOW_WEBHOOK__REDELIVERY_MAX_BACKOFF_SECONDS": "1",
-}
-
-
-def messages(count: int, conn_id: str = "receiver", *, prefix: str = "hook") -> list[Any]:
-    return [
-        message_for(
-            FlowWebhook(name=f"{prefix}-{index}", conn_id=conn_id),
-            EVENT,
-            clear_number=0,
-            capture=CaptureSource.CALLBACK,
-            delivery_id=random_delivery_id(),
-        )
-        for index in range(count)
-    ]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -82,70 +51,6 @@ def deployment(request, tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
 
 def _opened(env: dict[str, str]) -> list[Ledger]:
     return [open_ledger("dispatch_ledger")]
-
-
-def pipeline() -> Pipeline:
-    return Pipeline(config.load(), open_ledger(config.load().ledger_conn_id), sender=WebhookSender())
-
-
-class DispatcherProcess:
-    """``python -m airflow_webhook_provider dispatcher`` in its own process group."""
-
-    def __init__(self, log: Path, *extra: str) -> None:
-        self.log = log
-        self._file = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_webhook_provider", "dispatcher", *extra],
-            env=os.environ.copy(),
-            stdout=self._file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_alive(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            if pipeline().mode().name == "dispatcher":
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"no dispatcher heartbeat within {timeout} s:\n{self.log.read_text()}")
-
-    def terminate(self, timeout: float = 60) -> int:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self._file.close()
-
-
-@pytest.fixture
-def dispatchers(tmp_path) -> Iterator[list[DispatcherProcess]]:
-    started: list[DispatcherProcess] = []
-    yield started
-    for process in started:
-        process.kill()
-
-
-def start(dispatchers: list[DispatcherProcess], tmp_path: Path, *extra: str) -> DispatcherProcess:
-    process = DispatcherProcess(tmp_path / f"dispatcher-{len(dispatchers)}.log", *extra)
-    dispatchers.append(process)
-    return process
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_callbacks_only_record_and_the_dispatcher_sends_within_a_second(

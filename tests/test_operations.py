@@ -20,52 +20,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import update
 
-from airflow_webhook_provider import config
-from airflow_webhook_provider.core.definitions import FlowWebhook, JobEvent
-from airflow_webhook_provider.core.identity import random_delivery_id
 from airflow_webhook_provider.core.signing import verify_signature
-from airflow_webhook_provider.core.states import CaptureSource
-from airflow_webhook_provider.delivery.pipeline import Pipeline, message_for
-from airflow_webhook_provider.delivery.sender import WebhookSender
 from airflow_webhook_provider.ledger import open_ledger
 from airflow_webhook_provider.ledger.schema import deliveries
 from airflow_webhook_provider.receiver import RecordingReceiver, Reply
 from tests.conftest import SECRET, flow_webhook_connection, ledger_connection
-from tests.test_dispatcher import DispatcherProcess, wait_until
-
-EVENT = JobEvent(flow_id="ops_dag", job_id="manual__1", job_status="failed")
-FAST = {
-    "AIRFLOW__FLOW_WEBHOOK__DISPATCHER_HEARTBEAT_SECONDS": "0.5",
-    "AIRFLOW__FLOW_WEBHOOK__DISPATCHER_STALE_SECONDS": "3",
-    "AIRFLOW__FLOW_WEBHOOK__DISPATCHER_POLL_SECONDS": "0.1",
-    "AIRFLOW__FLOW_WEBHOOK__RETRY_BACKOFF_SECONDS": "0.05",
-    "AIRFLOW__FLOW_WEBHOOK__REDELIVERY_BACKOFF_SECONDS": "0.5",
-    "AIRFLOW__FLOW_WEBHOOK__REDELIVERY_MAX_BACKOFF_SECONDS": "1",
-}
-
-
-def messages(count: int, conn_id: str, *, prefix: str = "hook") -> list[Any]:
-    return [
-        message_for(
-            FlowWebhook(name=f"{prefix}-{index}", conn_id=conn_id),
-            EVENT,
-            clear_number=0,
-            capture=CaptureSource.CALLBACK,
-            delivery_id=random_delivery_id(),
-        )
-        for index in range(count)
-    ]
-
-
-def pipeline() -> Pipeline:
-    return Pipeline(config.load(), open_ledger(), sender=WebhookSender())
+from tests.dispatching import messages, pipeline, start, wait_until
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,26 +42,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         timeout=300,
         env={**os.environ, **(env or {})},
     )
-
-
-@pytest.fixture
-def fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in FAST.items():
-        monkeypatch.setenv(key, value)
-
-
-@pytest.fixture
-def dispatchers(tmp_path: Path) -> Iterator[list[DispatcherProcess]]:
-    started: list[DispatcherProcess] = []
-    yield started
-    for process in started:
-        process.kill()
-
-
-def start(dispatchers: list[DispatcherProcess], tmp_path: Path) -> DispatcherProcess:
-    process = DispatcherProcess(tmp_path / f"dispatcher-{len(dispatchers)}.log")
-    dispatchers.append(process)
-    return process
 
 
 class TestLimits:
