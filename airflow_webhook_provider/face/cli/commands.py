@@ -183,10 +183,13 @@ def _test_webhook(args: argparse.Namespace, out: TextIO) -> int:
     code = {webhook.name: webhook for webhook in _code_webhooks(args.dag, args.dags_folder)}
     webhook = code.get(args.webhook)
     if webhook is None:
+        from airflow_webhook_provider.face.catalog import WebhookNotFound
+
+        catalog = _catalog(pipeline)
         try:
-            webhook = _catalog(pipeline).webhook(args.dag, args.webhook)
-        except FlowWebhookError:
-            known = sorted({*code, *(item.name for item in _catalog(pipeline).items(args.dag))})
+            webhook = catalog.webhook(args.dag, args.webhook)
+        except WebhookNotFound:
+            known = sorted({*code, *(item.name for item in catalog.items(args.dag))})
             raise FlowWebhookError(
                 f"DAG {args.dag!r} has no webhook {args.webhook!r}; its webhooks: {', '.join(known) or 'none'}"
             ) from None
